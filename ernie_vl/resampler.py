@@ -1,0 +1,56 @@
+"""The variable-resolution resampler: 2x2 spatial merge, frame-pair temporal merge, projection to the LM width.
+
+Mirrors transformers 5.23.0 `Ernie4_5_VLMoeVariableResolutionResamplerModel` (model-spec §7). Images use their single
+frame twice; videos pair frames (0,1), (2,3), ... Output: h*w/4 tokens per image, t*h*w/8 per video.
+
+Legend: N patch rows, M merged tokens, Dv vision width, Ds = Dv*4, D LM width.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .text import RMSNorm
+
+
+class MergeMLP(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, eps: float):
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, out_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(out_dim, out_dim)
+        self.ln = nn.LayerNorm(out_dim, eps=eps)
+
+    def forward(self, x):
+        return self.ln(self.fc2(self.act(self.fc1(x))))
+
+
+def temporal_pair_indices(grid_thw: torch.Tensor, merge: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row indices (first frame, second frame) of every output token, in item, frame-pair, raster order."""
+    first, second, off = [], [], 0
+    for t, h, w in grid_thw.tolist():
+        per_frame = h * w // merge**2
+        for a, b in zip(range(0, t, 2), range(1 if t > 1 else 0, t, 2)):
+            first.append(torch.arange(off + a * per_frame, off + (a + 1) * per_frame))
+            second.append(torch.arange(off + b * per_frame, off + (b + 1) * per_frame))
+        off += t * per_frame
+    return torch.cat(first), torch.cat(second)
+
+
+class Resampler(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        v, t = cfg.vision, cfg.text
+        self.merge = v.spatial_merge_size
+        spatial_dim = v.hidden_size * self.merge**2
+        self.spatial_linear = MergeMLP(spatial_dim, spatial_dim, v.rms_norm_eps)
+        self.temporal_linear = MergeMLP(spatial_dim * v.temporal_merge_size, spatial_dim, v.rms_norm_eps)
+        self.mlp = nn.Linear(spatial_dim, t.hidden_size)
+        self.after_norm = RMSNorm(t.hidden_size, t.rms_norm_eps)
+
+    def forward(self, x_NDv: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+        x_MDs = self.spatial_linear(x_NDv.reshape(-1, x_NDv.shape[-1] * self.merge**2))
+        first, second = (i.to(x_MDs.device) for i in temporal_pair_indices(grid_thw, self.merge))
+        x = self.temporal_linear(torch.cat([x_MDs[first], x_MDs[second]], dim=-1))
+        return self.after_norm(self.mlp(x))

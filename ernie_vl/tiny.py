@@ -1,0 +1,108 @@
+"""Tiny random checkpoints: `ernie-vl make-tiny DIR` and the embedded default model.
+
+A tiny checkpoint is a complete Hugging Face folder — config.json, generation_config.json, sharded safetensors with
+an index, tokenizer.json + tokenizer_config.json, processor configs, chat template and timestamp font — that loads
+unchanged in transformers 5.23.0 (`AutoModelForImageTextToText`, `AutoProcessor`) and in `ernie_vl`. Weights are
+random but deterministic for a given seed, so two machines build the same "embedded" model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .config import ModelConfig, named_config
+
+TINY_VERSION = "1"
+
+
+def random_state(cfg: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Deterministic random weights (float32) in the fused HF layout."""
+    from .weights import expected_tensors
+
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, (shape, _) in expected_tensors(cfg).items():
+        if key.endswith("e_score_correction_bias"):
+            t = torch.rand(shape, generator=g) * 0.05  # non-zero, so selection-vs-weighting is exercised
+        elif len(shape) == 1 and ("norm" in key or key.endswith(".ln.weight")) and key.endswith("weight"):
+            t = 1.0 + 0.1 * torch.randn(shape, generator=g)
+        elif len(shape) >= 2:
+            # unit-gain weights (std 1/sqrt(fan_in)) so every layer visibly changes the output and greedy
+            # continuations are diverse enough to make token-level parity tests meaningful
+            t = torch.randn(shape, generator=g) / shape[-1] ** 0.5
+        else:
+            t = 0.02 * torch.randn(shape, generator=g)
+        out[key] = t
+    return out
+
+
+def make_tiny(
+    dst: str | Path,
+    seed: int = 0,
+    config: ModelConfig | None = None,
+    layout: str = "hf",
+    dtype: torch.dtype = torch.float32,
+    max_shard_bytes: int = 256 << 10,
+) -> Path:
+    """Write a tiny random checkpoint folder (several shards, to exercise the index). Returns `dst`."""
+    from .processor import write_processor_files
+    from .tokenizer import write_tiny_tokenizer
+    from .weights import to_original, write_shards
+
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    ids = write_tiny_tokenizer(dst)
+    write_processor_files(dst)
+    cfg = config or named_config("tiny")
+    if ids["vocab_size"] > cfg.text.vocab_size:
+        raise ValueError(f"tokenizer has {ids['vocab_size']} tokens but the config's vocab_size is {cfg.text.vocab_size}")
+    for k in ("image_token_id", "image_start_token_id", "image_end_token_id",
+              "video_token_id", "video_start_token_id", "video_end_token_id"):
+        setattr(cfg, k, ids[k])
+    cfg.text.bos_token_id, cfg.text.pad_token_id = ids["bos_token_id"], ids["pad_token_id"]
+    cfg.text.eos_token_id = ids["eos_token_id"]
+
+    if layout == "hf":
+        (dst / "config.json").write_text(json.dumps(cfg.to_hf_dict(), indent=2) + "\n")
+    elif layout == "original":
+        (dst / "config.json").write_text(json.dumps(cfg.to_original_dict(), indent=2) + "\n")
+    else:
+        raise ValueError(f"layout must be 'hf' or 'original', got {layout!r}")
+    gen = {
+        "bos_token_id": ids["bos_token_id"],
+        "eos_token_id": sorted({ids["eos_token_id"], ids["end_of_sentence_token_id"]}),
+        "pad_token_id": ids["pad_token_id"],
+        "do_sample": False,
+    }
+    (dst / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+    items = iter(random_state(cfg, seed).items())
+    if layout == "original":
+        items = to_original(items, cfg.text.moe_num_experts)
+    write_shards(items, dst, max_shard_bytes=max_shard_bytes, dtype=dtype)
+    return dst
+
+
+def default_model_path() -> Path:
+    """The embedded tiny checkpoint, built once per machine under $ERNIE_VL_HOME (default ~/.cache/ernie_vl)."""
+    home = Path(os.environ.get("ERNIE_VL_HOME", Path.home() / ".cache" / "ernie_vl"))
+    path = home / f"tiny-v{TINY_VERSION}"
+    if (path / "config.json").exists() and (path / "model.safetensors.index.json").exists():
+        return path
+    home.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="tiny-", dir=home))
+    try:
+        make_tiny(tmp, seed=0)
+        try:
+            tmp.rename(path)  # atomic: a concurrent builder either wins or finds the finished folder
+        except OSError:
+            if not (path / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path

@@ -1,0 +1,29 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_home(tmp_path_factory):
+    """Keep the embedded tiny checkpoint and caches of a test run out of the user's home."""
+    home = tmp_path_factory.mktemp("ernie_vl_home")
+    old = os.environ.get("ERNIE_VL_HOME")
+    os.environ["ERNIE_VL_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("ERNIE_VL_HOME", None)
+    else:
+        os.environ["ERNIE_VL_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    from ernie_vl.tiny import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("tiny") / "ckpt", seed=0)
