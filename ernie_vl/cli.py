@@ -19,7 +19,7 @@ def _cmd_make_tiny(a) -> int:
 def _cmd_convert(a) -> int:
     from .convert import convert
 
-    to = convert(a.src, a.dst, to=a.to, dtype=a.dtype)
+    to = convert(a.src, a.dst, to=a.to, dtype=a.dtype, config_format=a.config_format)
     print(f"converted {a.src} -> {a.dst} ({to} layout)")
     return 0
 
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dst")
     s.add_argument("--to", choices=["hf", "original"], help="target layout (default: the other one)")
     s.add_argument("--dtype", help="cast floating tensors (routers stay float32)")
+    s.add_argument("--config-format", choices=["hf", "original"], help="config.json format (default: as --to)")
     s.set_defaults(func=_cmd_convert)
 
     s = sub.add_parser("generate", help="answer one prompt (with optional images/videos)")

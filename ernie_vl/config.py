@@ -161,13 +161,10 @@ class ModelConfig:
         rope = t.get("rope_parameters") or {}
         if rope.get("rope_type", rope.get("type", "default")) != "default":
             raise ConfigError(f"text rope_type must be 'default', got {rope.get('rope_type')!r}")
-        text = TextConfig(
-            **_pick(t, TextConfig, aliases={"num_experts": "moe_num_experts", "num_experts_per_tok": "moe_k"}),
-        )
-        text.rope_theta = float(rope.get("rope_theta", t.get("rope_theta", 500000.0)))
-        if "mrope_section" in rope:
-            text.mrope_section = list(rope["mrope_section"])
-            text.__post_init__()
+        fields = _pick(t, TextConfig, aliases={"num_experts": "moe_num_experts", "num_experts_per_tok": "moe_k"})
+        fields["rope_theta"] = float(rope.get("rope_theta", t.get("rope_theta", 500000.0)))
+        fields["mrope_section"] = list(rope.get("mrope_section", [22, 22, 20]))
+        text = TextConfig(**fields)
         vrope = v.get("rope_parameters") or {}
         vision = VisionConfig(
             **_pick(v, VisionConfig, aliases={"num_hidden_layers": "depth", "num_attention_heads": "num_heads"})
@@ -203,7 +200,11 @@ class ModelConfig:
         experts = _as_list(d.get("moe_num_experts", 64))
         if len(experts) == 2 and experts[0] != experts[1]:
             raise ConfigError(f"text and vision expert counts differ ({experts}); this layout is not supported")
+        head_dim = d.get("head_dim") or d["hidden_size"] // d["num_attention_heads"]
+        t_pairs = d.get("freq_allocation", 20)
+        hw_pairs = head_dim // 2 - t_pairs  # 28B: 64 - 20 = 44 -> [22, 22, 20], what transformers hard-codes
         text = TextConfig(
+            mrope_section=[hw_pairs // 2, hw_pairs - hw_pairs // 2, t_pairs],
             vocab_size=d["vocab_size"],
             hidden_size=d["hidden_size"],
             intermediate_size=d["intermediate_size"],

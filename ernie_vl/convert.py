@@ -16,8 +16,18 @@ from .weights import SafetensorsFolder, detect_layout, iter_hf_tensors, to_origi
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
-def convert(src: str | Path, dst: str | Path, to: str | None = None, dtype=None, max_shard_bytes: int = 4 << 30) -> str:
-    """Convert `src` into `dst` in layout `to` ("hf" or "original"; default: the other one). Returns the layout."""
+def convert(
+    src: str | Path,
+    dst: str | Path,
+    to: str | None = None,
+    dtype=None,
+    max_shard_bytes: int = 4 << 30,
+    config_format: str | None = None,
+) -> str:
+    """Convert `src` into `dst` in layout `to` ("hf" or "original"; default: the other one). Returns the layout.
+
+    `config_format` ("hf" | "original", default: same as `to`) picks the config.json format; "hf" with original
+    weights gives the hub's current arrangement (an HF config.json beside per-expert weights)."""
     src, dst = Path(src), Path(dst)
     if src.resolve() == dst.resolve():
         raise ValueError("SRC and DST must be different folders")
@@ -30,7 +40,10 @@ def convert(src: str | Path, dst: str | Path, to: str | None = None, dtype=None,
     for f in src.iterdir():
         if f.is_file() and f.name not in _WEIGHT_FILES and not f.name.endswith(".safetensors") and f.name != "config.json":
             shutil.copy2(f, dst / f.name)
-    cfg_dict = cfg.to_hf_dict() if to == "hf" else cfg.to_original_dict()
+    config_format = config_format or to
+    if config_format not in ("hf", "original"):
+        raise ValueError(f"config format must be 'hf' or 'original', got {config_format!r}")
+    cfg_dict = cfg.to_hf_dict() if config_format == "hf" else cfg.to_original_dict()
     (dst / "config.json").write_text(json.dumps(cfg_dict, indent=2) + "\n")
     items = iter_hf_tensors(src, cfg)
     if to == "original":
