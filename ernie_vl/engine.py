@@ -1,0 +1,162 @@
+"""The generation engine used by the batch pipeline and the server.
+
+A `Prepared` request is what the processor produced for one conversation (CPU tensors, compact: token ids, pixel
+rows, grids). The engine packs prepared requests into left-padded batches, generates, and returns per-request new
+token ids with counts and timings. Batching is by work: a batch is closed when its padded token count (prompt +
+new tokens) would exceed `max_batch_tokens` or it holds `max_batch_size` requests.
+
+Continuous batching: `generate` runs the requests in waves; when a sequence of a wave finishes early (EOS), its
+row stops costing anything in the step (finished rows are dropped from the batch and from the KV cache), so short
+answers do not keep long ones waiting and vice versa.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .kv_cache import KVCache
+from .sampling import sample_next
+
+_VISION_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
+
+
+@dataclass
+class Prepared:
+    """One request after preprocessing: tensors for a single sequence (batch dimension 1 or none)."""
+
+    input_ids: torch.Tensor  # [S] int64
+    pixel_values: torch.Tensor | None = None  # [N, 588]
+    image_grid_thw: torch.Tensor | None = None  # [n_images, 3]
+    pixel_values_videos: torch.Tensor | None = None
+    video_grid_thw: torch.Tensor | None = None
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_processor(cls, out: dict, meta: dict | None = None) -> "Prepared":
+        """From `processor(...)` output for one conversation (padding, if any, is removed)."""
+        ids = out["input_ids"]
+        if ids.dim() == 2:
+            if ids.shape[0] != 1:
+                raise ValueError(f"expected one conversation, got a batch of {ids.shape[0]}")
+            mask = out.get("attention_mask")
+            ids = ids[0][mask[0].bool()] if mask is not None else ids[0]
+        kw = {k: out.get(k) for k in _VISION_KEYS}
+        return cls(input_ids=ids.long(), meta=dict(meta or {}), **kw)
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return int(self.input_ids.numel())
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 32
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    eos_token_id: list[int] = field(default_factory=list)
+    seed: int = 0
+
+
+@dataclass
+class Generated:
+    tokens: list[int]  # new tokens, EOS included if produced
+    finish_reason: str  # "stop" | "length"
+    prompt_tokens: int
+    latency_s: float
+
+
+def collate(batch: list[Prepared], pad_token_id: int = 0) -> dict:
+    """Left-pad a list of prepared requests into model inputs; vision tensors concatenated in request order."""
+    L = max(p.num_prompt_tokens for p in batch)
+    ids = torch.full((len(batch), L), pad_token_id, dtype=torch.long)
+    mask = torch.zeros(len(batch), L, dtype=torch.long)
+    for b, p in enumerate(batch):
+        n = p.num_prompt_tokens
+        ids[b, L - n:] = p.input_ids
+        mask[b, L - n:] = 1
+    out = {"input_ids": ids, "attention_mask": mask}
+    for k in _VISION_KEYS:
+        parts = [getattr(p, k) for p in batch if getattr(p, k) is not None]
+        if parts:
+            out[k] = torch.cat(parts)
+    return out
+
+
+class Engine:
+    def __init__(self, model, pad_token_id: int = 0, max_batch_size: int = 32, max_batch_tokens: int = 65536):
+        self.model = model
+        self.pad_token_id = pad_token_id
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+
+    def plan_batches(self, requests: list[Prepared], max_new_tokens: int) -> list[list[int]]:
+        """Group request indices into batches by work (padded prompt + generated tokens), longest first."""
+        order = sorted(range(len(requests)), key=lambda i: -requests[i].num_prompt_tokens)
+        batches, cur, cur_len = [], [], 0
+        for i in order:
+            n = requests[i].num_prompt_tokens + max_new_tokens
+            longest = max(cur_len, n)
+            if cur and (len(cur) >= self.max_batch_size or longest * (len(cur) + 1) > self.max_batch_tokens):
+                batches.append(cur)
+                cur, longest = [], n
+            cur.append(i)
+            cur_len = longest
+        if cur:
+            batches.append(cur)
+        return batches
+
+    @torch.inference_mode()
+    def generate(self, requests: list[Prepared], settings: GenerationSettings) -> list[Generated]:
+        results: list[Generated | None] = [None] * len(requests)
+        for idx in self.plan_batches(requests, settings.max_new_tokens):
+            for i, g in zip(idx, self._generate_batch([requests[i] for i in idx], settings)):
+                results[i] = g
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(self, batch: list[Prepared], s: GenerationSettings) -> list[Generated]:
+        t0 = time.perf_counter()
+        model = self.model
+        inputs = collate(batch, self.pad_token_id)
+        B, S = inputs["input_ids"].shape
+        gen = torch.Generator(device=model.device).manual_seed(s.seed) if s.do_sample else None
+        cache: KVCache = model.new_cache(B, S + s.max_new_tokens)
+        out = model(**inputs, cache=cache, logits_to_keep=1)
+        next_pos = out.position_ids[:, :, -1:] + 1
+        mask = inputs["attention_mask"].to(model.device)
+        logits = out.logits[:, -1]
+        eos = torch.tensor(s.eos_token_id or [], dtype=torch.long, device=model.device)
+        alive = list(range(B))  # original row of each live batch row
+        tokens: list[list[int]] = [[] for _ in range(B)]
+        finish = ["length"] * B
+        latency = [0.0] * B
+        for step in range(s.max_new_tokens):
+            nxt = sample_next(logits, s.do_sample, s.temperature, s.top_k, s.top_p, gen)
+            stop = torch.isin(nxt, eos) if eos.numel() else torch.zeros_like(nxt, dtype=torch.bool)
+            nxt_l, stop_l = nxt.tolist(), stop.tolist()
+            now = time.perf_counter() - t0
+            for r, tok, st in zip(alive, nxt_l, stop_l):
+                tokens[r].append(tok)
+                if st:
+                    finish[r], latency[r] = "stop", now
+            keep = [j for j, st in enumerate(stop_l) if not st]
+            if not keep or step == s.max_new_tokens - 1:
+                break
+            if len(keep) < len(alive):  # drop finished rows: later steps only pay for live sequences
+                rows = torch.tensor(keep, device=model.device)
+                cache.select_rows(rows)
+                mask, next_pos, nxt = mask[rows], next_pos[:, rows], nxt[rows]
+                alive = [alive[j] for j in keep]
+            mask = torch.cat([mask, torch.ones(len(alive), 1, dtype=mask.dtype, device=mask.device)], dim=1)
+            out = model(nxt[:, None], mask, position_ids=next_pos, cache=cache)
+            next_pos = next_pos + 1
+            logits = out.logits[:, -1]
+        end = time.perf_counter() - t0
+        return [
+            Generated(tokens[b], finish[b], batch[b].num_prompt_tokens, latency[b] if finish[b] == "stop" else end)
+            for b in range(B)
+        ]
