@@ -88,8 +88,13 @@ def collate(batch: list[Prepared], pad_token_id: int = 0) -> dict:
 
 
 class Engine:
-    def __init__(self, model, pad_token_id: int = 0, max_batch_size: int = 32, max_batch_tokens: int = 65536):
+    def __init__(
+        self, model, pad_token_id: int = 0, max_batch_size: int = 32, max_batch_tokens: int = 65536, group=None
+    ):
+        """`group`: the process group of an expert-parallel replica (see `expert_parallel`); every rank then calls
+        `generate` once per gang step, possibly with no requests, and the ranks advance in lockstep."""
         self.model = model
+        self.group = group
         self.pad_token_id = pad_token_id
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -113,14 +118,25 @@ class Engine:
     @torch.inference_mode()
     def generate(self, requests: list[Prepared], settings: GenerationSettings) -> list[Generated]:
         results: list[Generated | None] = [None] * len(requests)
+        if self.group is not None:  # one batch per call, so that all ranks run the same number of prefills
+            return self._generate_batch(requests, settings)
         for idx in self.plan_batches(requests, settings.max_new_tokens):
             for i, g in zip(idx, self._generate_batch([requests[i] for i in idx], settings)):
                 results[i] = g
         return results  # type: ignore[return-value]
 
     def _generate_batch(self, batch: list[Prepared], s: GenerationSettings) -> list[Generated]:
-        t0 = time.perf_counter()
         model = self.model
+        if not batch:  # an expert-parallel rank without requests still takes part in every exchange
+            if self.group is None:
+                return []
+            from .expert_parallel import any_rank, idle_decode, idle_prefill
+
+            idle_prefill(model)
+            while any_rank(False, model.device, self.group):
+                idle_decode(model)
+            return []
+        t0 = time.perf_counter()
         inputs = collate(batch, self.pad_token_id)
         B, S = inputs["input_ids"].shape
         gen = torch.Generator(device=model.device).manual_seed(s.seed) if s.do_sample else None
@@ -134,28 +150,41 @@ class Engine:
         tokens: list[list[int]] = [[] for _ in range(B)]
         finish = ["length"] * B
         latency = [0.0] * B
-        for step in range(s.max_new_tokens):
-            nxt = sample_next(logits, s.do_sample, s.temperature, s.top_k, s.top_p, gen)
-            stop = torch.isin(nxt, eos) if eos.numel() else torch.zeros_like(nxt, dtype=torch.bool)
-            nxt_l, stop_l = nxt.tolist(), stop.tolist()
-            now = time.perf_counter() - t0
-            for r, tok, st in zip(alive, nxt_l, stop_l):
-                tokens[r].append(tok)
-                if st:
-                    finish[r], latency[r] = "stop", now
-            keep = [j for j, st in enumerate(stop_l) if not st]
-            if not keep or step == s.max_new_tokens - 1:
-                break
-            if len(keep) < len(alive):  # drop finished rows: later steps only pay for live sequences
-                rows = torch.tensor(keep, device=model.device)
-                cache.select_rows(rows)
-                mask, next_pos, nxt = mask[rows], next_pos[:, rows], nxt[rows]
-                alive = [alive[j] for j in keep]
+        step, active, end = 0, s.max_new_tokens > 0, 0.0
+        while True:
+            if active:
+                nxt = sample_next(logits, s.do_sample, s.temperature, s.top_k, s.top_p, gen)
+                stop = torch.isin(nxt, eos) if eos.numel() else torch.zeros_like(nxt, dtype=torch.bool)
+                nxt_l, stop_l = nxt.tolist(), stop.tolist()
+                now = time.perf_counter() - t0
+                for r, tok, st in zip(alive, nxt_l, stop_l):
+                    tokens[r].append(tok)
+                    if st:
+                        finish[r], latency[r] = "stop", now
+                keep = [j for j, st in enumerate(stop_l) if not st]
+                step += 1
+                active = bool(keep) and step < s.max_new_tokens
+                end = now
+                if active and len(keep) < len(alive):  # drop finished rows: later steps only pay for live ones
+                    rows = torch.tensor(keep, device=model.device)
+                    cache.select_rows(rows)
+                    mask, next_pos, nxt = mask[rows], next_pos[:, rows], nxt[rows]
+                    alive = [alive[j] for j in keep]
+            if self.group is None:
+                if not active:
+                    break
+            else:
+                from .expert_parallel import any_rank, idle_decode
+
+                if not any_rank(active, model.device, self.group):
+                    break
+                if not active:
+                    idle_decode(model)
+                    continue
             mask = torch.cat([mask, torch.ones(len(alive), 1, dtype=mask.dtype, device=mask.device)], dim=1)
             out = model(nxt[:, None], mask, position_ids=next_pos, cache=cache)
             next_pos = next_pos + 1
             logits = out.logits[:, -1]
-        end = time.perf_counter() - t0
         return [
             Generated(tokens[b], finish[b], batch[b].num_prompt_tokens, latency[b] if finish[b] == "stop" else end)
             for b in range(B)

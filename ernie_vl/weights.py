@@ -146,9 +146,16 @@ class _OriginalView:
         keys = original_sources(hf_key, self.E)
         return [self.vision_prefix + k[len("vision_model."):] if k.startswith("vision_model.") else k for k in keys]
 
-    def get(self, hf_key: str) -> torch.Tensor:
+    def get(self, hf_key: str, experts: list[int] | None = None) -> torch.Tensor:
+        """The HF tensor; for stacked experts optionally only the listed experts (others are not read)."""
         m = _POOL.match(hf_key)
         src = self.source_keys(hf_key)
+        if experts is not None and m and m.group(3).startswith("experts."):
+            if m.group(3) == "experts.gate_up_proj":
+                gate = torch.stack([self.f.get(src[e]) for e in experts])
+                up = torch.stack([self.f.get(src[self.E + e]) for e in experts])
+                return torch.cat([gate, up], dim=1)
+            return torch.stack([self.f.get(src[e]) for e in experts])
         if not m:
             return self.f.get(src[0])
         pool, rest = m.group(2), m.group(3)
@@ -175,11 +182,14 @@ def expected_tensors(cfg: ModelConfig) -> dict[str, tuple[torch.Size, torch.dtyp
     return out
 
 
-def iter_hf_tensors(src: str | Path, cfg: ModelConfig, strict: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
+def iter_hf_tensors(
+    src: str | Path, cfg: ModelConfig, strict: bool = True, expert_subset=None
+) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield (HF name, tensor) for every tensor `cfg` needs, from a folder in either layout, one at a time.
 
     Missing tensors, wrong shapes and unused checkpoint tensors raise `CheckpointError` listing every offender
-    (before any tensor is yielded)."""
+    (before any tensor is yielded). `expert_subset(hf_key) -> list[int] | None` restricts stacked expert tensors to
+    those experts (an expert-parallel rank reads only its own; the others are never read from disk)."""
     folder = SafetensorsFolder(src)
     layout = detect_layout(folder.keys())
     expected = expected_tensors(cfg)
@@ -224,7 +234,14 @@ def iter_hf_tensors(src: str | Path, cfg: ModelConfig, strict: bool = True) -> I
         if any(s not in folder for s in srcs):
             yield key, torch.zeros(shape, dtype=torch.float32)  # absent correction bias
             continue
-        yield key, (view.get(key) if view else folder.get(key))
+        subset = expert_subset(key) if expert_subset is not None else None
+        if subset is not None and not subset:
+            yield key, torch.empty(0, *shape[1:])
+        elif subset is not None:
+            yield key, (view.get(key, subset) if view else torch.stack([folder.get_row(key, r) for r in subset]))
+        else:
+            yield key, (view.get(key) if view else folder.get(key))
+
 
 
 def _is_tied_head(key: str, cfg: ModelConfig) -> bool:
@@ -373,11 +390,15 @@ def resolve_device(device) -> torch.device:
     return dev
 
 
-def load_model(path: str | Path | None = None, *, dtype=None, device=None, strict: bool = True):
+def load_model(
+    path: str | Path | None = None, *, dtype=None, device=None, strict: bool = True, expert_subset=None, prepare=None
+):
     """Build the model on the meta device and fill it tensor by tensor from a checkpoint folder (either layout).
 
     `path=None` loads the embedded tiny checkpoint. `dtype=None`/"auto" keeps the checkpoint's dtype (routers and
-    correction biases always stay float32). Returns the model in eval mode."""
+    correction biases always stay float32). Returns the model in eval mode.
+    `prepare(model)` may swap modules on the meta model before loading and `expert_subset` restricts which experts
+    are read (both used by expert-parallel shards, see `expert_parallel.load_sharded_model`)."""
     from .model import ErnieVLForConditionalGeneration
     from .tiny import default_model_path
 
@@ -387,8 +408,10 @@ def load_model(path: str | Path | None = None, *, dtype=None, device=None, stric
     dev = resolve_device(device)
     with torch.device("meta"):
         model = ErnieVLForConditionalGeneration(cfg)
+    if prepare is not None:
+        prepare(model)
     modules = dict(model.named_modules())
-    for key, t in iter_hf_tensors(path, cfg, strict=strict):
+    for key, t in iter_hf_tensors(path, cfg, strict=strict, expert_subset=expert_subset):
         if want is None and key == "model.language_model.embed_tokens.weight":
             want_auto = t.dtype
         keep32 = ".gate." in key

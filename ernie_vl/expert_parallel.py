@@ -1,0 +1,238 @@
+"""Expert parallelism: a model replica spread over K ranks, each holding 1/K of the routed experts of both pools.
+
+Every rank keeps attention, embeddings, shared experts, the dense layer, routers and the vision tower (replicated) and
+runs them on its own requests; routed-expert work travels by all-to-all:
+
+    router (local) -> sort assignments by (owner rank, expert) -> all_to_all counts, rows, expert ids (dispatch)
+    -> local experts on the received rows -> all_to_all results back (combine) -> weight and sum per token
+
+NOTE: every rank issues the same collectives in the same order whatever its batch holds: each sparse layer runs the
+text pool then the vision pool during prefill (zero-size exchanges for a rank without visual tokens) and the text
+pool only during decode. Ranks without work call `idle_prefill` / `idle_decode`, which issue exactly those exchanges,
+so text-only and image batches on different ranks cannot deadlock.
+
+Backends: gloo on CPU (tests), NCCL on GPU. Legend: T tokens, D hidden, K top-k, A = T*K assignments, W ranks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+
+# ------------------------------------------------------------------------------------------------ placement
+@dataclass
+class Placement:
+    """Which rank owns each expert of each pool ("text", "vision")."""
+
+    world: int
+    owners: dict[str, list[int]]
+
+    def local(self, pool: str, rank: int) -> list[int]:
+        return [e for e, r in enumerate(self.owners[pool]) if r == rank]
+
+    def validate(self, n_experts: int) -> None:
+        for pool, own in self.owners.items():
+            if len(own) != n_experts or not all(0 <= r < self.world for r in own):
+                raise ValueError(f"placement for {pool} must name a rank in 0..{self.world - 1} for each of {n_experts} experts")
+
+    @classmethod
+    def even(cls, n_experts: int, world: int) -> "Placement":
+        """Contiguous equal ranges per rank, for both pools."""
+        own = [e * world // n_experts for e in range(n_experts)]
+        return cls(world, {"text": own, "vision": list(own)})
+
+    @classmethod
+    def modality_aware(cls, n_experts: int, world: int, vision_ranks: int = 1) -> "Placement":
+        """Text experts evenly over all ranks; vision experts (prefill-only) on the last `vision_ranks` ranks, which
+        hold fewer text experts in exchange, so decode-time weight reads stay balanced."""
+        if not 1 <= vision_ranks <= world:
+            raise ValueError(f"vision_ranks must be in 1..{world}, got {vision_ranks}")
+        text = [e * world // n_experts for e in range(n_experts)]
+        first = world - vision_ranks
+        vision = [first + e * vision_ranks // n_experts for e in range(n_experts)]
+        return cls(world, {"text": text, "vision": vision})
+
+    @classmethod
+    def from_load(cls, loads: dict[str, list[float]], world: int) -> "Placement":
+        """Greedy longest-processing-time packing of measured per-expert loads (e.g. routed token counts)."""
+        owners = {}
+        for pool, load in loads.items():
+            totals = [0.0] * world
+            counts = [0] * world
+            cap = -(-len(load) // world)  # equal expert counts per rank keep memory even
+            own = [0] * len(load)
+            for e in sorted(range(len(load)), key=lambda i: -load[i]):
+                r = min((r for r in range(world) if counts[r] < cap), key=lambda r: totals[r])
+                own[e] = r
+                totals[r] += load[e]
+                counts[r] += 1
+            owners[pool] = own
+        return cls(world, owners)
+
+
+# ------------------------------------------------------------------------------------------------ sharded experts
+class ShardedExperts(nn.Module):
+    """Drop-in for `moe.Experts` holding only this rank's experts; forward = dispatch -> local experts -> combine."""
+
+    def __init__(
+        self, n_experts: int, hidden: int, inner: int, local_ids: list[int], owners: list[int], world: int, group=None
+    ):
+        super().__init__()
+        self.n_experts, self.group = n_experts, group
+        self.gate_up_proj = nn.Parameter(torch.empty(len(local_ids), 2 * inner, hidden))
+        self.down_proj = nn.Parameter(torch.empty(len(local_ids), hidden, inner))
+        self.register_buffer("owner", torch.tensor(owners, dtype=torch.long), persistent=False)
+        self.register_buffer("slot", _slots(owners), persistent=False)
+        self.register_buffer("tokens_per_local_expert", torch.zeros(len(local_ids), dtype=torch.long), persistent=False)
+        self.world = world
+
+    def _a2a(self, out, inp, out_splits=None, in_splits=None):
+        dist.all_to_all_single(out, inp, out_splits, in_splits, group=self.group)
+        return out
+
+    def forward(self, x_TD: torch.Tensor, idx_TK: torch.Tensor, w_TK: torch.Tensor) -> torch.Tensor:
+        T, D = x_TD.shape
+        K = idx_TK.shape[1] if idx_TK.dim() == 2 else 0
+        flat_A = idx_TK.reshape(-1)
+        dest_A = self.owner[flat_A]
+        order_A = (dest_A * self.n_experts + flat_A).argsort(stable=True)
+        tok_A = order_A // max(K, 1)
+        send_counts = torch.zeros(self.world, dtype=torch.long, device=x_TD.device).scatter_add_(
+            0, dest_A, torch.ones_like(dest_A)
+        )
+        recv_counts = self._a2a(torch.empty_like(send_counts), send_counts)
+        sc, rc = send_counts.tolist(), recv_counts.tolist()
+        recv_x = self._a2a(x_TD.new_empty(sum(rc), D), x_TD[tok_A].contiguous(), rc, sc)
+        recv_slot = self._a2a(flat_A.new_empty(sum(rc)), self.slot[flat_A[order_A]].contiguous(), rc, sc)
+        y = self._local_experts(recv_x, recv_slot)
+        back = self._a2a(x_TD.new_empty(flat_A.numel(), D), y, sc, rc)
+        out = torch.zeros_like(x_TD)
+        if flat_A.numel():
+            out.index_add_(0, tok_A, (back * w_TK.reshape(-1)[order_A, None]).to(out.dtype))
+        return out
+
+    def _local_experts(self, x_RD: torch.Tensor, slot_R: torch.Tensor) -> torch.Tensor:
+        """Rows sorted by local expert (stable, so each expert sees its rows in sender-rank order)."""
+        n_local = self.gate_up_proj.shape[0]
+        order = slot_R.argsort(stable=True)
+        counts = torch.zeros(n_local, dtype=torch.long, device=x_RD.device).scatter_add_(0, slot_R, torch.ones_like(slot_R))
+        self.tokens_per_local_expert += counts
+        xs = x_RD[order]
+        ys = torch.empty_like(xs)
+        start = 0
+        for e, n in enumerate(counts.tolist()):
+            if n:
+                g, u = F.linear(xs[start:start + n], self.gate_up_proj[e]).chunk(2, dim=-1)
+                ys[start:start + n] = F.linear(F.silu(g) * u, self.down_proj[e])
+            start += n
+        y = torch.empty_like(ys)
+        y[order] = ys
+        return y
+
+
+def _slots(owners: list[int]) -> torch.Tensor:
+    """slot[e] = position of expert e among the experts of its owner rank."""
+    seen: dict[int, int] = {}
+    out = []
+    for r in owners:
+        out.append(seen.get(r, 0))
+        seen[r] = seen.get(r, 0) + 1
+    return torch.tensor(out, dtype=torch.long)
+
+
+# ------------------------------------------------------------------------------------------------ building a shard
+def _pools(model):
+    for layer in model.model.language_model.layers:
+        if layer.is_moe:
+            yield layer.mlp.text_moe, "text"
+            yield layer.mlp.vision_moe, "vision"
+
+
+def shard_model(model, rank: int, placement: Placement, group=None):
+    """Replace every pool's experts by this rank's `ShardedExperts`, copying its slices of the full weights."""
+    t = model.config.text
+    placement.validate(t.moe_num_experts)
+    for pool, name in _pools(model):
+        local = placement.local(name, rank)
+        inner = t.moe_intermediate_size[0 if name == "text" else 1]
+        full = pool.experts
+        sharded = ShardedExperts(
+            t.moe_num_experts, t.hidden_size, inner, local, placement.owners[name], placement.world, group
+        )
+        idx = torch.tensor(local, dtype=torch.long)
+        sharded.gate_up_proj = nn.Parameter(full.gate_up_proj.data[idx].clone(), requires_grad=False)
+        sharded.down_proj = nn.Parameter(full.down_proj.data[idx].clone(), requires_grad=False)
+        pool.experts = sharded.to(full.gate_up_proj.device)
+    return model
+
+
+def load_sharded_model(path: str | Path | None, rank: int, placement: Placement, group=None, *, dtype=None, device=None):
+    """Load a replica shard reading only this rank's expert tensors from the checkpoint (either layout)."""
+    from .weights import load_model
+
+    def experts_of(hf_key: str) -> list[int] | None:
+        if ".text_moe.experts." in hf_key:
+            return placement.local("text", rank)
+        if ".vision_moe.experts." in hf_key:
+            return placement.local("vision", rank)
+        return None
+
+    def factory(model):
+        t = model.config.text
+        placement.validate(t.moe_num_experts)
+        for pool, name in _pools(model):
+            inner = t.moe_intermediate_size[0 if name == "text" else 1]
+            pool.experts = ShardedExperts(
+                t.moe_num_experts, t.hidden_size, inner, placement.local(name, rank), placement.owners[name],
+                placement.world, group,
+            )
+
+    model = load_model(path, dtype=dtype, device=device, expert_subset=experts_of, prepare=factory)
+    for pool, name in _pools(model):
+        e = pool.experts
+        e.owner, e.slot = e.owner.to(model.device), e.slot.to(model.device)
+        e.tokens_per_local_expert = torch.zeros(e.gate_up_proj.shape[0], dtype=torch.long, device=model.device)
+    return model
+
+
+# ------------------------------------------------------------------------------------------------ lockstep helpers
+def _empty_exchange(model, pools: tuple[str, ...]) -> None:
+    t = model.config.text
+    x = torch.empty(0, t.hidden_size, dtype=model.dtype, device=model.device)
+    idx = torch.empty(0, t.moe_k, dtype=torch.long, device=model.device)
+    w = torch.empty(0, t.moe_k, dtype=model.dtype, device=model.device)
+    for pool, name in _pools(model):
+        if name in pools:
+            pool.experts(x, idx, w)
+
+
+def idle_prefill(model) -> None:
+    """The collectives of a prefill, with nothing to send: for a rank without requests."""
+    _empty_exchange(model, ("text", "vision"))
+
+
+def idle_decode(model) -> None:
+    """The collectives of one decode step, with nothing to send: for a rank whose sequences are done."""
+    _empty_exchange(model, ("text",))
+
+
+def any_rank(flag: bool, device, group=None) -> bool:
+    t = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+    return bool(t.item())
+
+
+def expert_load(model) -> dict[str, list[int]]:
+    """Tokens processed per local expert on this rank since loading, per pool (summed over layers)."""
+    out: dict[str, list[int]] = {"text": [], "vision": []}
+    for pool, name in _pools(model):
+        counts = pool.experts.tokens_per_local_expert.tolist()
+        out[name] = [a + b for a, b in zip(out[name], counts)] if out[name] else counts
+    return out
