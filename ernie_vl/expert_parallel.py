@@ -92,8 +92,10 @@ class ShardedExperts(nn.Module):
         self.register_buffer("slot", _slots(owners), persistent=False)
         self.register_buffer("tokens_per_local_expert", torch.zeros(len(local_ids), dtype=torch.long), persistent=False)
         self.world = world
+        self.bytes_sent = 0  # all-to-all traffic of this rank (dispatch + combine), for benchmarks
 
     def _a2a(self, out, inp, out_splits=None, in_splits=None):
+        self.bytes_sent += inp.numel() * inp.element_size()
         dist.all_to_all_single(out, inp, out_splits, in_splits, group=self.group)
         return out
 
@@ -227,6 +229,11 @@ def any_rank(flag: bool, device, group=None) -> bool:
     t = torch.tensor([1 if flag else 0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
     return bool(t.item())
+
+
+def a2a_bytes(model) -> int:
+    """Bytes this rank has sent through dispatch/combine exchanges since loading."""
+    return sum(pool.experts.bytes_sent for pool, _ in _pools(model))
 
 
 def expert_load(model) -> dict[str, list[int]]:
