@@ -1,0 +1,85 @@
+"""Building metric rows from scored sample rows.
+
+A *scored row* is ``sample.to_record()`` plus ``prediction``, ``extracted``, ``score``, ``error``.
+A *metric row* is ``{benchmark, flavor, metric, category, value, n}``; ``category`` None = overall.
+
+Conventions used by every benchmark:
+
+* Values are on the scale the benchmark's leaderboard uses: percentages (0–100) for accuracy-like
+  metrics; MME is a sum of category scores; OCRBench a hit count; counts for ``errors``/``unparsed``.
+* Per-category rows use ``metric`` with ``category=<value>`` for the sample's primary ``category``;
+  other groupings use ``<metric>_by_<field>`` (``accuracy_by_duration``, ``accuracy_by_subcategory``).
+* A row with an ``error`` is a failure: it scores 0 and is counted in ``errors``.
+* ``unparsed`` counts rows without error whose ``extracted`` answer is None.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any, Callable, Iterable
+
+from evals.sample import decode_record
+
+
+def has_error(row: dict) -> bool:
+    err = row.get("error")
+    return isinstance(err, str) and err != ""
+
+
+def row_score(row: dict) -> float:
+    """The per-sample score; errors and missing/NaN scores count as 0."""
+    if has_error(row):
+        return 0.0
+    score = row.get("score")
+    if score is None or (isinstance(score, float) and math.isnan(score)):
+        return 0.0
+    return float(score)
+
+
+def metric_row(benchmark: str, flavor: str, metric: str, category: str | None, value: float | None, n: int) -> dict:
+    return {"benchmark": benchmark, "flavor": flavor, "metric": metric, "category": category,
+            "value": None if value is None else float(value), "n": int(n)}
+
+
+def decode_rows(rows: Iterable[dict]) -> list[dict]:
+    """Decode the JSON fields (options, targets, meta) of every row."""
+    return [decode_record(r) for r in rows]
+
+
+def group_by(rows: list[dict], key: Callable[[dict], Any]) -> dict[Any, list[dict]]:
+    groups: dict[Any, list[dict]] = defaultdict(list)
+    for row in rows:
+        value = key(row)
+        if value is not None and value != "":
+            groups[value].append(row)
+    return dict(sorted(groups.items(), key=lambda kv: str(kv[0])))
+
+
+def mean_rows(benchmark: str, flavor: str, metric: str, rows: list[dict], *,
+              score: Callable[[dict], float] = row_score, scale: float = 100.0,
+              by: dict[str, Callable[[dict], Any]] | None = None) -> list[dict]:
+    """Overall mean score, mean per ``category``, and mean per each extra grouping in ``by``."""
+    out = []
+    if rows:
+        out.append(metric_row(benchmark, flavor, metric, None, scale * sum(map(score, rows)) / len(rows), len(rows)))
+    groupings = {"": lambda r: r.get("category")}
+    groupings.update(by or {})
+    for suffix, key in groupings.items():
+        name = metric if not suffix else f"{metric}_by_{suffix}"
+        for value, members in group_by(rows, key).items():
+            out.append(metric_row(benchmark, flavor, name, str(value), scale * sum(map(score, members)) / len(members), len(members)))
+    return out
+
+
+def count_rows(benchmark: str, flavor: str, rows: list[dict]) -> list[dict]:
+    """``errors`` and ``unparsed`` counts (value = count, n = number of rows)."""
+    errors = sum(1 for r in rows if has_error(r))
+    unparsed = sum(1 for r in rows if not has_error(r) and r.get("extracted") in (None, ""))
+    return [metric_row(benchmark, flavor, "errors", None, errors, len(rows)),
+            metric_row(benchmark, flavor, "unparsed", None, unparsed, len(rows))]
+
+
+def meta_field(name: str) -> Callable[[dict], Any]:
+    """A grouping key reading ``row["meta"][name]`` (rows must be decoded)."""
+    return lambda r: (r.get("meta") or {}).get(name)
