@@ -1,0 +1,179 @@
+"""`ernie-vl eval | score | report`: the batch evaluation commands.
+
+`add_eval_commands(subparsers)` registers them on the `ernie-vl` parser (ernie_vl/cli.py calls it when this package
+is importable). Each command function takes the argparse namespace and returns an exit code. Ray and the pipeline
+modules are imported only when a command runs, so `ernie-vl --help` stays fast.
+
+    ernie-vl eval --benchmark demo --out results/
+    ernie-vl eval --benchmark mmbench --data ~/LMUData/MMBench_DEV_EN.tsv --out results/mmbench --replicas 2
+    ernie-vl score results/ --flavor vlmevalkit
+    ernie-vl report results/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _benchmark_specs(a) -> list:
+    """`--benchmark` (repeatable, or comma-separated) paired with `--data` (same order; `NAME=PATH` also works)."""
+    from .config import BenchmarkSpec
+
+    names = [n.strip() for b in a.benchmark for n in b.split(",") if n.strip()]
+    data_by_name, positional = {}, []
+    for d in a.data or []:
+        name, sep, path = d.partition("=")
+        if sep and name in names:
+            data_by_name[name] = path
+        else:
+            positional.append(d)
+    if positional and len(positional) != len([n for n in names if n not in data_by_name]):
+        raise ValueError(
+            f"{len(positional)} --data path(s) for {len(names)} benchmark(s): give one --data per benchmark in the "
+            "same order, or --data NAME=PATH"
+        )
+    it = iter(positional)
+    specs = []
+    for n in names:
+        path = data_by_name.get(n) or (next(it) if positional else None)
+        specs.append(BenchmarkSpec(name=n, data=path, limit=a.limit))
+    return specs
+
+
+def cmd_eval(a) -> int:
+    from .batch_eval import run_eval
+    from .config import EvalConfig
+
+    cfg = EvalConfig(
+        benchmarks=_benchmark_specs(a),
+        out=a.out,
+        model=a.model,
+        flavor=a.flavor,
+        max_new_tokens=a.max_new_tokens,
+        do_sample=a.temperature > 0,
+        temperature=a.temperature if a.temperature > 0 else 1.0,
+        top_p=a.top_p,
+        top_k=a.top_k,
+        seed=a.seed,
+        dtype=a.dtype,
+        replicas=a.replicas,
+        batch_size=a.batch_size,
+        batch_tokens=a.batch_tokens,
+        max_prompt_tokens=a.max_prompt_tokens,
+        expert_shards=a.expert_shards,
+        num_gpus_per_replica=a.gpus_per_replica,
+        progress=not a.quiet,
+    )
+    started_ray = False
+    try:
+        from .batch_eval import ensure_ray
+
+        started_ray = ensure_ray(a.num_cpus)
+        result = run_eval(cfg, verbose=a.verbose)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    print(format_summary(result), file=sys.stdout)
+    return 0 if result.complete else 1
+
+
+def format_summary(result) -> str:
+    """The end-of-run summary: counts per benchmark, failure reasons, headline metrics, where the files are."""
+    m = result.manifest
+    lines = []
+    for name in m["last_run"]["benchmarks"]:
+        b = m["benchmarks"][name]
+        p = b["progress"]
+        lines.append(
+            f"{name}: {b['rows']}/{b['total']} rows ({b['done']} ok, {b['failed']} failed; {b['written']} written now, "
+            f"{b['skipped']} already done) in {p['elapsed_s']:.1f}s, {p['samples_per_s']:.2f} samples/s, "
+            f"{p['generated_tokens_per_s']:.0f} tok/s"
+        )
+        for reason, n in sorted(b["errors"].items(), key=lambda kv: -kv[1]):
+            lines.append(f"  failed ({reason}): {n} — e.g. {b['error_examples'][reason]}")
+        if b["missing"]:
+            lines.append(f"  INCOMPLETE: {b['missing']} sample(s) not written; rerun the same command to finish")
+        for r in result.metrics:
+            if r["benchmark"] == name and r["category"] is None and r["metric"] not in ("errors", "unparsed"):
+                v = "nan" if r["value"] is None else f"{r['value']:.2f}"
+                lines.append(f"  {r['metric']} ({r['flavor']}) = {v} over {r['n']}")
+    for note in result.notes:
+        lines.append(f"note: {note}")
+    lines.append(f"results: {result.out}/predictions/ (Parquet), {result.out}/metrics.parquet, {result.out}/manifest.json")
+    return "\n".join(lines)
+
+
+def cmd_score(a) -> int:
+    from evals.scoring import rescore
+
+    res = rescore(a.out_dir, a.flavor)
+    if res is not None:
+        print(res if isinstance(res, str) else f"rescored {a.out_dir} with flavor {a.flavor}")
+    return 0
+
+
+def cmd_report(a) -> int:
+    from evals.report import write_report
+
+    res = write_report(a.out_dir)
+    print(f"wrote {res}" if res is not None else f"wrote the report of {a.out_dir}")
+    return 0
+
+
+def add_eval_commands(subparsers) -> None:
+    """Register `eval`, `score` and `report` on an argparse subparsers object."""
+    s = subparsers.add_parser(
+        "eval", help="evaluate a checkpoint on benchmarks (Ray Data pipeline → Parquet); rerun to resume",
+        description="Distributed batch evaluation. Rerunning the same command resumes: samples already written "
+                    "with the same fingerprint are skipped.",
+    )
+    s.add_argument("--benchmark", action="append", required=True,
+                   help="benchmark name (repeatable or comma-separated), e.g. mmbench, pope, demo")
+    s.add_argument("--data", action="append", help="benchmark file/folder as published (one per benchmark, or NAME=PATH); "
+                                                   "not needed for demo")
+    s.add_argument("--model", help="checkpoint folder (default: the embedded tiny checkpoint)")
+    s.add_argument("--out", required=True, help="output folder (predictions/, metrics.parquet, manifest.json)")
+    s.add_argument("--limit", type=int, help="first N samples of each benchmark")
+    s.add_argument("--replicas", type=int, default=1, help="model replicas (each holds --gpus-per-replica GPUs)")
+    s.add_argument("--batch-size", type=int, default=16, help="most samples per model batch")
+    s.add_argument("--batch-tokens", type=int, default=16384,
+                   help="most work per model batch: prompt tokens (text + visual) + new tokens, summed")
+    s.add_argument("--max-new-tokens", type=int, default=32)
+    s.add_argument("--max-prompt-tokens", type=int, help="longer prompts become error rows (default: model limit)")
+    s.add_argument("--flavor", choices=["official", "lmms-eval", "vlmevalkit"], default="official",
+                   help="prompt and scoring convention")
+    s.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    s.add_argument("--top-p", type=float, default=1.0)
+    s.add_argument("--top-k", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--dtype", help="model dtype (default: bfloat16 on GPUs, the checkpoint's dtype on CPU)")
+    s.add_argument("--expert-shards", type=int, default=1, help="expert-parallel ranks per replica")
+    s.add_argument("--gpus-per-replica", type=float, help="GPUs per replica rank (default: 1 if the cluster has GPUs)")
+    s.add_argument("--num-cpus", type=int, help="CPUs of a local Ray instance (ignored with RAY_ADDRESS)")
+    s.add_argument("--quiet", action="store_true", help="no live progress lines")
+    s.add_argument("--verbose", action="store_true", help="keep Ray Data's own logging")
+    s.set_defaults(func=cmd_eval)
+
+    s = subparsers.add_parser("score", help="recompute scores and metrics of an eval output folder")
+    s.add_argument("out_dir")
+    s.add_argument("--flavor", choices=["official", "lmms-eval", "vlmevalkit"], default="official")
+    s.set_defaults(func=cmd_score)
+
+    s = subparsers.add_parser("report", help="write a human-readable report of an eval output folder")
+    s.add_argument("out_dir")
+    s.set_defaults(func=cmd_report)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipelines.cli eval ...` (the same commands without the rest of `ernie-vl`)."""
+    p = argparse.ArgumentParser(prog="ernie-vl")
+    add_eval_commands(p.add_subparsers(dest="command", required=True))
+    a = p.parse_args(argv)
+    return int(a.func(a) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""The model replica: one Ray actor holding the model and its `Engine`, built once per actor.
+
+`ReplicaStage` is the callable class Ray Data runs in an actor pool (`num_gpus` per replica on GPU clusters,
+a fractional CPU on CPU-only machines). It receives one pack per call (batch_size=1 row), runs the engine on the
+pack's prepared samples and returns one generated row per sample, error rows passed through.
+
+Failure handling:
+* an exception while generating a pack → the pack is retried one sample at a time, so only the culpable samples
+  become error rows (`generation: ...`);
+* a broken CUDA context (illegal memory access, device-side assert) cannot be recovered in-process: the actor
+  exits with `os._exit(1)` so Ray restarts it (`max_restarts`) and re-runs the pack on the fresh actor
+  (`max_task_retries`), as Ray Data LLM does since ray-project/ray#60145; a plain re-raise would fail the job;
+* an actor killed from outside (OOM killer, `ray.kill(..., no_restart=False)`, node loss) is restarted by Ray and
+  its in-flight pack re-executed; the driver dedupes by part-file name, so nothing is written twice.
+
+`build_replica` is the one factory for the model side; expert-parallel gangs (`expert_shards > 1`) plug in there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+
+from .stages import RECORD_FIELDS, generated_table, unpack
+
+_FATAL_CUDA = ("illegal memory access", "device-side assert", "unspecified launch failure", "CUDA error: misaligned")
+
+
+def read_eos_ids(model_path: str | Path, model=None) -> list[int]:
+    """EOS ids from the checkpoint's generation_config.json (else the model config's `eos_token_id`)."""
+    gen = Path(model_path) / "generation_config.json"
+    eos = None
+    if gen.is_file():
+        eos = json.loads(gen.read_text()).get("eos_token_id")
+    if eos is None and model is not None:
+        eos = getattr(model.config.text, "eos_token_id", None)
+    if eos is None:
+        return []
+    return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+
+
+def check_replica_options(expert_shards: int) -> None:
+    """Fail fast, on the driver, for replica layouts that are not implemented (called before any actor starts)."""
+    if expert_shards != 1:
+        raise NotImplementedError(
+            f"--expert-shards {expert_shards}: expert-parallel replicas are not implemented in the batch pipeline yet; "
+            "use --expert-shards 1"
+        )
+
+
+def build_replica(model_path: str, *, dtype: str | None, device: str, expert_shards: int = 1,
+                  batch_size: int = 16, batch_tokens: int = 16384):
+    """Load the model and wrap it in an `Engine`. Returns `(engine, eos_ids)`.
+
+    `expert_shards > 1` (expert parallelism across a gang of actors) is not implemented yet.
+    """
+    check_replica_options(expert_shards)
+    from ernie_vl import load_model
+    from ernie_vl.engine import Engine
+
+    if dtype is None and device.startswith("cuda"):
+        dtype = "bfloat16"
+    model = load_model(model_path, dtype=dtype, device=device)
+    pad = model.config.text.pad_token_id
+    engine = Engine(model, pad_token_id=0 if pad is None else int(pad), max_batch_size=batch_size,
+                    max_batch_tokens=batch_tokens)
+    return engine, read_eos_ids(model_path, model)
+
+
+def to_prepared(item: dict):
+    """A pack item's numpy tensors → an `ernie_vl.engine.Prepared`."""
+    import torch
+
+    from ernie_vl.engine import Prepared
+
+    t = item["tensors"]
+    conv = {k: (None if v is None else torch.from_numpy(v)) for k, v in t.items()}
+    conv["input_ids"] = conv["input_ids"].long()
+    return Prepared(meta={"sample_id": item["sample_id"]}, **conv)
+
+
+class ReplicaStage:
+    """Ray Data actor: packs → generated rows (see the module docstring)."""
+
+    def __init__(self, model_path: str, dtype: str | None, device: str, torch_threads: int, expert_shards: int,
+                 batch_size: int, batch_tokens: int, generation: dict):
+        import torch
+
+        if device == "cpu":
+            torch.set_num_threads(max(1, torch_threads))
+        elif device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("this replica was given a GPU by Ray but torch sees no CUDA device")
+        self.engine, eos = build_replica(model_path, dtype=dtype, device=device, expert_shards=expert_shards,
+                                         batch_size=batch_size, batch_tokens=batch_tokens)
+        self.generation = dict(generation)
+        self.eos = eos
+        self.pid = os.getpid()
+
+    def settings(self, max_new_tokens: int):
+        from ernie_vl.engine import GenerationSettings
+
+        g = self.generation
+        return GenerationSettings(
+            max_new_tokens=max_new_tokens, do_sample=bool(g["do_sample"]),
+            temperature=g["temperature"] if g["do_sample"] else 1.0, top_p=g["top_p"] if g["do_sample"] else 1.0,
+            top_k=g["top_k"] if g["do_sample"] else 0, eos_token_id=list(self.eos), seed=int(g["seed"]),
+        )
+
+    def _generate(self, items: list[dict]) -> list:
+        """Generate for items of one max_new_tokens; on failure retry one by one. Returns Generated | error str."""
+        s = self.settings(items[0]["max_new_tokens"])
+        try:
+            return self.engine.generate([to_prepared(it) for it in items], s)
+        except Exception as exc:
+            self._die_if_fatal(exc)
+            if len(items) == 1:
+                return [f"generation: {type(exc).__name__}: {str(exc)[:500]}"]
+        return [self._generate([it])[0] for it in items]
+
+    @staticmethod
+    def _die_if_fatal(exc: Exception) -> None:
+        if any(s in str(exc) for s in _FATAL_CUDA):
+            os._exit(1)  # let Ray restart the actor and retry this pack on a healthy CUDA context
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        items = unpack(batch)
+        todo: dict[int, list[int]] = {}
+        for i, it in enumerate(items):
+            if it["error"] is None and it["tensors"] is not None:
+                todo.setdefault(it["max_new_tokens"], []).append(i)
+        results: dict[int, object] = {}
+        for _, idx in sorted(todo.items()):
+            for i, g in zip(idx, self._generate([items[i] for i in idx])):
+                results[i] = g
+        rows = []
+        for i, it in enumerate(items):
+            row = {k: it.get(k) for k in RECORD_FIELDS}
+            row.update(error=it["error"], prompt_tokens=it["prompt_tokens"], visual_tokens=it["visual_tokens"],
+                       preprocess_s=it.get("preprocess_s"), frame_indices=it.get("frame_indices"),
+                       frame_timestamps=it.get("frame_timestamps"))
+            g = results.get(i)
+            if isinstance(g, str):
+                row["error"] = g
+            elif g is not None:
+                row.update(tokens=list(g.tokens), finish_reason=g.finish_reason, latency_s=float(g.latency_s))
+            rows.append(row)
+        return generated_table(rows)
+
+
+def replica_ray_args(max_restarts: int) -> dict:
+    """Actor options of the replica pool: restart a dead replica and re-run its in-flight pack, a bounded number
+    of times (a sample that kills the process every time must not loop forever)."""
+    return {"max_restarts": max_restarts, "max_task_retries": max_restarts}

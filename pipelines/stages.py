@@ -1,0 +1,300 @@
+"""The CPU stages of the pipeline and the row formats between stages.
+
+    input rows (driver) ──► PreprocessStage ──► packs ──► ReplicaStage (replica.py) ──► generated rows
+                                                                   ──► ScoreStage ──► prediction rows (schema.py)
+
+* **Input rows** (`input_table`): `Sample.to_record()` + the sample's media (kind, bytes or path) + the reader's
+  error. Media stay encoded (bytes or paths) until a preprocessing actor decodes them.
+* **PreprocessStage** (CPU actor pool): builds the benchmark's chat messages, runs the `ernie_vl` processor (media
+  decode, resize, patchify, chat template, tokenize) and emits *packs*: one row per model batch, closed when the
+  batch's work (prompt tokens, text + visual, plus new tokens) would exceed `batch_tokens` or it holds `batch_size`
+  samples. Each pack carries compact numpy tensors (token ids, pixel rows, grids) — never PIL images — and the error
+  rows of its input batch, so every sample reaches the writer exactly once, failed or not. Batching by work here,
+  not by row count, keeps the model stage's batches equally expensive whatever mix of images, videos and text.
+* **ScoreStage** (CPU actor): detokenizes, runs the benchmark's extractor and metric, and returns rows in
+  `PREDICTIONS_SCHEMA`. It never writes files: the driver does (see resume.py for why).
+
+Every stage emits exactly one output row per sample it receives, error rows included.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import time
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+MEDIA_TYPE = pa.list_(pa.struct([("kind", pa.string()), ("data", pa.large_binary()), ("path", pa.string())]))
+RECORD_FIELDS = ("sample_id", "benchmark", "split", "question", "options", "targets", "category", "subcategory",
+                 "group", "meta")
+INPUT_SCHEMA = pa.schema(
+    [(f, pa.string()) for f in RECORD_FIELDS] + [("media", MEDIA_TYPE), ("sample_error", pa.string())]
+)
+PACK_SCHEMA = pa.schema([("pack", pa.large_binary()), ("n", pa.int32()), ("work", pa.int64())])
+GENERATED_SCHEMA = pa.schema(
+    [(f, pa.string()) for f in RECORD_FIELDS]
+    + [
+        ("error", pa.string()),
+        ("tokens", pa.list_(pa.int32())),
+        ("finish_reason", pa.string()),
+        ("prompt_tokens", pa.int32()),
+        ("visual_tokens", pa.int32()),
+        ("latency_s", pa.float64()),
+        ("preprocess_s", pa.float64()),
+        ("frame_indices", pa.list_(pa.int32())),
+        ("frame_timestamps", pa.list_(pa.float64())),
+    ]
+)
+TENSOR_KEYS = ("input_ids", "pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
+
+
+# ----------------------------------------------------------------------------------------------- input rows
+
+
+def input_row(sample) -> dict:
+    """One `evals.sample.Sample` → an input row (record + media + reader error)."""
+    row = sample.to_record()
+    row["media"] = [{"kind": m.kind, "data": m.data, "path": m.path} for m in sample.media]
+    row["sample_error"] = sample.error
+    return row
+
+
+def input_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=INPUT_SCHEMA)
+
+
+def sample_from_row(row: dict):
+    """Rebuild the `Sample` (with media) a benchmark's `build_messages` expects."""
+    from evals.sample import Media, Sample
+
+    sample = Sample.from_record(row)
+    sample.media = [Media(kind=m["kind"], data=m["data"], path=m["path"]) for m in (row.get("media") or [])]
+    return sample
+
+
+# ----------------------------------------------------------------------------------------------- errors
+
+
+def classify_error(exc: BaseException) -> str:
+    """`reason: message` for an exception raised while preparing or generating one sample."""
+    try:
+        from ernie_vl.errors import MediaError, ProcessingError
+    except ImportError:  # pragma: no cover
+        MediaError = ProcessingError = ()  # type: ignore[assignment]
+    if isinstance(exc, MediaError):
+        reason = "media"
+    elif isinstance(exc, ProcessingError):
+        reason = "input"
+    elif type(exc).__module__.split(".")[0] in ("PIL", "av") or isinstance(exc, OSError):
+        reason = "media"
+    else:
+        reason = "preprocess"
+    msg = str(exc).strip().replace("\n", " ")
+    if len(msg) > 500:
+        msg = msg[:497] + "..."
+    return f"{reason}: {type(exc).__name__}: {msg}"
+
+
+# ----------------------------------------------------------------------------------------------- preprocessing
+
+
+def _np(x) -> np.ndarray | None:
+    if x is None:
+        return None
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+        if x.dtype.is_floating_point and x.dtype != __import__("torch").float32:
+            x = x.float()
+        x = x.numpy()
+    return np.ascontiguousarray(x)
+
+
+def _frames(out: dict) -> tuple[list[int] | None, list[float] | None]:
+    """Sampled frame indices and timestamps from the processor's video metadata (any of its spellings)."""
+    metas = out.get("video_metadata")
+    if not metas:
+        return None, None
+    if not isinstance(metas, (list, tuple)):
+        metas = [metas]
+    idx: list[int] = []
+    ts: list[float] = []
+    for m in metas:
+        get = (lambda k: m.get(k)) if isinstance(m, dict) else (lambda k: getattr(m, k, None))
+        fi = next((get(k) for k in ("frames_indices", "frame_indices", "indices") if get(k) is not None), None)
+        tt = next((get(k) for k in ("timestamps", "frame_timestamps") if get(k) is not None), None)
+        if fi is not None:
+            idx += [int(i) for i in np.asarray(fi).reshape(-1)]
+        if tt is not None:
+            ts += [float(t) for t in np.asarray(tt).reshape(-1)]
+        elif fi is not None and get("fps"):
+            ts += [int(i) / float(get("fps")) for i in np.asarray(fi).reshape(-1)]
+    return (idx or None), (ts or None)
+
+
+class PreprocessStage:
+    """CPU actor: input rows → packs of prepared samples (see the module docstring).
+
+    Built once per actor: the processor of the checkpoint and the benchmark objects.
+    """
+
+    def __init__(self, model_path: str, flavor: str, max_new_tokens: int, batch_size: int, batch_tokens: int,
+                 max_prompt_tokens: int | None = None):
+        import torch
+
+        from ernie_vl import Processor
+        from ernie_vl.config import ModelConfig
+
+        torch.set_num_threads(1)  # many small ops; parallelism comes from the actor pool
+        self.processor = Processor.from_pretrained(model_path)
+        cfg = ModelConfig.from_file(model_path)
+        self.image_token_id = cfg.image_token_id
+        self.video_token_id = cfg.video_token_id
+        limit = cfg.text.max_position_embeddings - max_new_tokens
+        self.max_prompt_tokens = min(limit, max_prompt_tokens) if max_prompt_tokens else limit
+        self.flavor = flavor
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.batch_tokens = batch_tokens
+        self._benchmarks: dict[str, Any] = {}
+
+    def _benchmark(self, name: str):
+        if name not in self._benchmarks:
+            from evals.registry import get_benchmark
+
+            self._benchmarks[name] = get_benchmark(name)
+        return self._benchmarks[name]
+
+    def prepare(self, row: dict) -> dict:
+        """One input row → a prepared item (record, tensors, counts) or an error item. Never raises."""
+        t0 = time.perf_counter()
+        item: dict[str, Any] = {k: row.get(k) for k in RECORD_FIELDS}
+        item.update(error=None, prompt_tokens=0, visual_tokens=0, frame_indices=None, frame_timestamps=None,
+                    tensors=None, max_new_tokens=self.max_new_tokens)
+        if row.get("sample_error"):
+            item["error"] = f"input: {row['sample_error']}"
+        else:
+            try:
+                self._prepare_into(row, item)
+            except Exception as exc:  # one bad sample must not stop the job: it becomes an error row
+                item["error"] = classify_error(exc)
+                item["tensors"] = None
+        item["preprocess_s"] = time.perf_counter() - t0
+        return item
+
+    def _prepare_into(self, row: dict, item: dict) -> None:
+        from ernie_vl.engine import Prepared
+
+        sample = sample_from_row(row)
+        bench = self._benchmark(sample.benchmark)
+        messages = bench.build_messages(sample, self.flavor)
+        kw = dict(tokenize=True, return_dict=True, return_tensors="pt")
+        if messages and messages[-1].get("role") == "assistant":  # a prefill the model continues (MVBench)
+            kw.update(add_generation_prompt=False, continue_final_message=True)
+        else:
+            kw.update(add_generation_prompt=True)
+        sampling = getattr(bench, "video_sampling", None)
+        if sampling and any(m.kind == "video" for m in sample.media):
+            kw["videos_kwargs"] = dict(sampling)
+        out = self.processor.apply_chat_template(messages, **kw)
+        prepared = Prepared.from_processor(out)
+        ids = prepared.input_ids
+        n = int(ids.numel())
+        item["prompt_tokens"] = n
+        item["visual_tokens"] = int(((ids == self.image_token_id) | (ids == self.video_token_id)).sum())
+        item["frame_indices"], item["frame_timestamps"] = _frames(out)
+        if n > self.max_prompt_tokens:
+            item["error"] = (f"prompt_too_long: {n} prompt tokens ({item['visual_tokens']} visual) exceed the limit "
+                             f"of {self.max_prompt_tokens}")
+            return
+        item["tensors"] = {k: _np(getattr(prepared, k)) for k in TENSOR_KEYS}
+
+    def packs(self, items: list[dict]) -> Iterator[list[dict]]:
+        """Group prepared items into packs by work; error items ride along in the current pack for free."""
+        cur: list[dict] = []
+        work = rows = 0
+        for it in items:
+            w = it["prompt_tokens"] + it["max_new_tokens"] if it["tensors"] is not None else 0
+            if cur and w and (rows + 1 > self.batch_size or work + w > self.batch_tokens):
+                yield cur
+                cur, work, rows = [], 0, 0
+            cur.append(it)
+            work += w
+            rows += 1 if w else 0
+        if cur:
+            yield cur
+
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        items = [self.prepare(r) for r in batch.to_pylist()]
+        for pack in self.packs(items):
+            work = sum(it["prompt_tokens"] + it["max_new_tokens"] for it in pack if it["tensors"] is not None)
+            yield pa.Table.from_pydict(
+                {"pack": [pickle.dumps(pack, protocol=5)], "n": [len(pack)], "work": [work]}, schema=PACK_SCHEMA
+            )
+
+
+def unpack(table: pa.Table) -> list[dict]:
+    """Pack rows → prepared items, in order."""
+    items: list[dict] = []
+    for blob in table.column("pack").to_pylist():
+        items += pickle.loads(blob)
+    return items
+
+
+def generated_table(rows: list[dict]) -> pa.Table:
+    cols = {f.name: [r.get(f.name) for r in rows] for f in GENERATED_SCHEMA}
+    return pa.Table.from_pydict(cols, schema=GENERATED_SCHEMA)
+
+
+# ----------------------------------------------------------------------------------------------- scoring
+
+
+class ScoreStage:
+    """CPU actor: generated rows → prediction rows (decode, extract, score). Pure: writes nothing."""
+
+    def __init__(self, model_path: str, flavor: str, fingerprints: dict[str, str], model_name: str):
+        from ernie_vl.tokenizer import Tokenizer
+
+        self.tokenizer = Tokenizer.from_pretrained(model_path)
+        self.flavor = flavor
+        self.fingerprints = fingerprints
+        self.model_name = model_name
+        self._benchmarks: dict[str, Any] = {}
+
+    def _benchmark(self, name: str):
+        if name not in self._benchmarks:
+            from evals.registry import get_benchmark
+
+            self._benchmarks[name] = get_benchmark(name)
+        return self._benchmarks[name]
+
+    def score_row(self, r: dict) -> dict:
+        from .schema import PREDICTION_NAMES
+
+        out = {k: r.get(k) for k in PREDICTION_NAMES if k in r}
+        try:
+            targets = json.loads(r.get("targets") or "[]")
+            out["target"] = " | ".join(str(t) for t in targets)
+        except (TypeError, ValueError):
+            out["target"] = None
+        out.update(flavor=self.flavor, model=self.model_name, fingerprint=self.fingerprints[r["benchmark"]])
+        tokens = r.get("tokens")
+        out["generated_tokens"] = len(tokens) if tokens is not None else 0
+        if r.get("error") is None:
+            record = {k: r.get(k) for k in RECORD_FIELDS}
+            try:
+                prediction = self.tokenizer.decode(tokens or [], skip_special_tokens=True)
+                out["prediction"] = prediction
+                extracted, score = self._benchmark(r["benchmark"]).score(record, prediction, self.flavor)
+                out["extracted"] = None if extracted is None else str(extracted)
+                out["score"] = None if score is None else float(score)
+            except Exception as exc:  # a scorer bug must cost one row, not the run
+                out["error"] = f"score: {type(exc).__name__}: {exc}"
+        return out
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from .schema import predictions_table
+
+        return predictions_table([self.score_row(r) for r in batch.to_pylist()])

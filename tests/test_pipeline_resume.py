@@ -1,0 +1,165 @@
+"""Exactly-once building blocks of the pipeline (no Ray): part files, resume scan, reconciliation, run folders,
+locking, resource planning, the Parquet schema and progress lines. Real files, real Parquet."""
+
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing as mp
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.config import BenchmarkSpec, EvalConfig, plan_resources
+from pipelines.progress import BenchmarkProgress, ProgressPrinter, error_reason
+from pipelines.resume import (RunLock, archive_other_fingerprints, list_parts, part_name, reconcile, remove_stale_tmp,
+                              scan_done, write_part)
+from pipelines.schema import PREDICTION_NAMES, PREDICTIONS_SCHEMA, predictions_table, schema_markdown
+
+FP = "a" * 32
+FP2 = "b" * 32
+
+
+def rows(ids, benchmark="demo", error_ids=(), fp=FP):
+    return [
+        {"sample_id": str(i), "benchmark": benchmark, "split": "test", "question": f"q{i}", "options": "{}",
+         "targets": '["A"]', "meta": "{}", "prediction": "A", "extracted": "A", "score": 1.0,
+         "error": "media: broken" if i in error_ids else None, "frame_indices": [0, 4] if i == 0 else None,
+         "fingerprint": fp, "prompt_tokens": 10, "generated_tokens": 2}
+        for i in ids
+    ]
+
+
+def keys_of(pred, benchmark="demo", fp=FP):
+    out = []
+    for p in list_parts(pred, benchmark, fp):
+        out += pq.read_table(p, columns=["sample_id"]).column("sample_id").to_pylist()
+    return sorted(out, key=int)
+
+
+def test_part_names_are_a_function_of_the_sample_set(tmp_path):
+    a = write_part(tmp_path, "demo", FP, predictions_table(rows([3, 1, 2])))
+    b = write_part(tmp_path, "demo", FP, predictions_table(rows([2, 3, 1])))  # a retried batch, other order
+    assert a == b and len(list_parts(tmp_path)) == 1
+    assert a.name == part_name("demo", FP, ["test\x1f1", "test\x1f2", "test\x1f3"])
+    assert pq.read_table(a).column("sample_id").to_pylist() == ["1", "2", "3"]  # sorted by key inside
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_write_part_refuses_duplicates_and_empty(tmp_path):
+    with pytest.raises(ValueError, match="twice"):
+        write_part(tmp_path, "demo", FP, predictions_table(rows([1, 1])))
+    with pytest.raises(ValueError, match="empty"):
+        write_part(tmp_path, "demo", FP, predictions_table([]))
+    with pytest.raises(ValueError, match="may only contain"):
+        part_name("bad-name", FP, ["x"])
+
+
+def test_scan_done_only_counts_complete_parts_of_the_fingerprint(tmp_path):
+    write_part(tmp_path, "demo", FP, predictions_table(rows([1, 2], error_ids={2})))
+    write_part(tmp_path, "demo", FP2, predictions_table(rows([3], fp=FP2)))
+    write_part(tmp_path, "pope", FP, predictions_table(rows([4], benchmark="pope")))
+    (tmp_path / ".tmp-part-demo-aaaaaaaaaaaa-0123456789abcdef.parquet-1234").write_bytes(b"PAR1 partial")
+    done = scan_done(tmp_path, "demo", FP)
+    assert done.keys == {"test\x1f1", "test\x1f2"} and done.failed == {"test\x1f2"} and done.parts == 1
+    assert remove_stale_tmp(tmp_path) == 1
+
+
+def test_reconcile_removes_duplicates_without_losing_rows(tmp_path):
+    # A = {1,2}, B = {2,3}, C = {3}: B's repair produces exactly C's key set (a name collision) and C must survive.
+    write_part(tmp_path, "demo", FP, predictions_table(rows([1, 2])))
+    write_part(tmp_path, "demo", FP, predictions_table(rows([2, 3])))
+    write_part(tmp_path, "demo", FP, predictions_table(rows([3])))
+    write_part(tmp_path, "demo", FP, predictions_table(rows([1, 2, 3, 4])))
+    removed = reconcile(tmp_path, "demo", FP)
+    assert removed >= 4
+    assert keys_of(tmp_path) == ["1", "2", "3", "4"]
+    assert reconcile(tmp_path, "demo", FP) == 0
+
+
+def test_archive_and_restore_by_fingerprint(tmp_path):
+    pred = tmp_path / "predictions"
+    pred.mkdir()
+    write_part(pred, "demo", FP, predictions_table(rows([1, 2])))
+    write_part(pred, "pope", FP, predictions_table(rows([1], benchmark="pope")))
+    notes = archive_other_fingerprints(tmp_path, "demo", FP2)  # settings changed: FP's demo rows move aside
+    assert any("moved" in n for n in notes)
+    assert list_parts(pred, "demo") == [] and len(list_parts(pred, "pope")) == 1  # other benchmarks untouched
+    assert keys_of(tmp_path / "runs" / f"demo-{FP[:12]}" / "predictions") == ["1", "2"]
+    write_part(pred, "demo", FP2, predictions_table(rows([7], fp=FP2)))
+    notes = archive_other_fingerprints(tmp_path, "demo", FP)  # back to the first settings: restored, not redone
+    assert any("restored" in n for n in notes)
+    assert keys_of(pred) == ["1", "2"]
+    assert keys_of(tmp_path / "runs" / f"demo-{FP2[:12]}" / "predictions", fp=FP2) == ["7"]
+
+
+def _try_lock(path, q):
+    try:
+        with RunLock(path):
+            q.put("locked")
+    except RuntimeError as e:
+        q.put(str(e))
+
+
+def test_run_lock_is_exclusive_across_processes(tmp_path):
+    with RunLock(tmp_path):
+        q = mp.get_context("fork").Queue()
+        p = mp.get_context("fork").Process(target=_try_lock, args=(tmp_path, q))
+        p.start()
+        p.join(30)
+        assert "another ernie-vl run" in q.get(timeout=5)
+    with RunLock(tmp_path):  # released on exit
+        pass
+
+
+def test_resource_plan_fits_two_cpus_and_scales():
+    cfg = EvalConfig(benchmarks=[BenchmarkSpec("demo")], out="/tmp/x")
+    plan = plan_resources(cfg, {"CPU": 2.0})
+    minimum = plan.preprocess.num_cpus + plan.replica.num_cpus + plan.score.num_cpus
+    assert minimum <= 2.0 and plan.device == "cpu"
+    assert all(0 < s.num_cpus < 2 for s in (plan.preprocess, plan.replica, plan.score))
+    two = plan_resources(EvalConfig(benchmarks=[BenchmarkSpec("demo")], out="/tmp/x", replicas=2), {"CPU": 2.0})
+    assert two.preprocess.num_cpus + 2 * two.replica.num_cpus + two.score.num_cpus <= 2.0
+    gpu = plan_resources(EvalConfig(benchmarks=[BenchmarkSpec("demo")], out="/tmp/x", replicas=4),
+                         {"CPU": 64.0, "GPU": 8.0})
+    assert gpu.device == "cuda" and gpu.replica.num_gpus == 1 and gpu.replica.concurrency == 4
+    assert gpu.preprocess.concurrency[1] > 8
+    with pytest.raises(RuntimeError, match="GPUs"):
+        plan_resources(EvalConfig(benchmarks=[BenchmarkSpec("demo")], out="/tmp/x", replicas=9), {"CPU": 64, "GPU": 8})
+
+
+def test_config_errors_name_the_value():
+    with pytest.raises(ValueError, match="flavor 'nope'"):
+        EvalConfig(benchmarks=[BenchmarkSpec("demo")], out="/tmp/x", flavor="nope")
+    with pytest.raises(ValueError, match="replicas must be >= 1, got 0"):
+        EvalConfig(benchmarks=[BenchmarkSpec("demo")], out="/tmp/x", replicas=0)
+    with pytest.raises(ValueError, match="named twice"):
+        EvalConfig(benchmarks=[BenchmarkSpec("demo"), BenchmarkSpec("demo")], out="/tmp/x")
+
+
+def test_schema_reads_back_with_pandas_and_is_documented(tmp_path):
+    write_part(tmp_path, "demo", FP, predictions_table(rows([0, 1])))
+    df = pd.read_parquet(tmp_path)
+    assert list(df.columns) == PREDICTION_NAMES
+    assert list(df.sort_values("sample_id")["frame_indices"].iloc[0]) == [0, 4]
+    assert pq.read_schema(next(tmp_path.glob("part-*.parquet"))).remove_metadata().equals(
+        PREDICTIONS_SCHEMA.remove_metadata())
+    table = schema_markdown()
+    assert all(f"`{n}`" in table for n in PREDICTION_NAMES)
+
+
+def test_progress_line_and_summary():
+    p = BenchmarkProgress("demo", total=10, skipped=2)
+    p.add(3, ["media"], prompt_tokens=300, generated_tokens=60)
+    line = p.line()
+    assert line.startswith("[demo] 5/10 (50%)") and "failed 1" in line and "ETA" in line and "resumed: 2" in line
+    s = p.summary()
+    assert s["written"] == 3 and s["errors_this_run"] == {"media": 1}
+    buf = io.StringIO()
+    pr = ProgressPrinter([p], stream=buf, interval=0)
+    pr.update()
+    pr.close()
+    assert buf.getvalue().count("[demo]") == 2
+    assert error_reason("prompt_too_long: 9000 > 8192") == "prompt_too_long"
+    assert json.dumps(s)  # manifest-ready
