@@ -60,6 +60,8 @@ class Benchmark:
     default_split: str = "test"
     video_sampling: dict | None = None
     tsv_patterns: tuple[str, ...] = ()
+    #: the headline metric (overall row) a report shows first
+    primary_metric: str = "accuracy"
 
     # --- reading ----------------------------------------------------------------------------------
 

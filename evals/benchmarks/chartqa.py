@@ -38,6 +38,7 @@ class ChartQA(Benchmark):
     name = "chartqa"
     version = "chartqa-test/1"
     default_split = "test"
+    primary_metric = "relaxed_accuracy"
     tsv_patterns = ("ChartQA_TEST.tsv", "ChartQA*.tsv")
 
     def layouts(self):

@@ -36,6 +36,7 @@ class DocVQA(Benchmark):
     name = "docvqa"
     version = "docvqa-val/1"
     default_split = "validation"
+    primary_metric = "anls"
     tsv_patterns = ("DocVQA_VAL.tsv", "DocVQA*.tsv")
 
     def layouts(self):

@@ -50,6 +50,7 @@ class MME(Benchmark):
     name = "mme"
     version = "mme/1"
     default_split = "test"
+    primary_metric = "perception"
     tsv_patterns = ("MME.tsv",)
 
     def layouts(self):

@@ -36,6 +36,7 @@ class OCRBench(Benchmark):
     name = "ocrbench"
     version = "ocrbench-v1/1"
     default_split = "test"
+    primary_metric = "score"
     tsv_patterns = ("OCRBench.tsv",)
 
     def layouts(self):

@@ -61,6 +61,7 @@ class POPE(Benchmark):
     name = "pope"
     version = "pope-coco/1"
     default_split = "test"
+    primary_metric = "f1"
     tsv_patterns = ("POPE.tsv",)
 
     def layouts(self):

@@ -37,6 +37,7 @@ class TextVQA(Benchmark):
     name = "textvqa"
     version = "textvqa-val/1"
     default_split = "validation"
+    primary_metric = "vqa_accuracy"
     tsv_patterns = ("TextVQA_VAL.tsv", "TextVQA*.tsv")
 
     def layouts(self):
