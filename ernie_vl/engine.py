@@ -5,9 +5,11 @@ rows, grids). The engine packs prepared requests into left-padded batches, gener
 token ids with counts and timings. Batching is by work: a batch is closed when its padded token count (prompt +
 new tokens) would exceed `max_batch_tokens` or it holds `max_batch_size` requests.
 
-Continuous batching: `generate` runs the requests in waves; when a sequence of a wave finishes early (EOS), its
-row stops costing anything in the step (finished rows are dropped from the batch and from the KV cache), so short
-answers do not keep long ones waiting and vice versa.
+Continuous batching: the KV cache has `max_batch_size` slots; a sequence that finishes (EOS or its token budget)
+frees its slot at once and the next waiting requests are prefilled into free slots while the others keep decoding,
+so short answers do not wait for long ones. A decode step (`model.decode_slots`) has fixed shapes per slot count.
+
+Expert-parallel ranks (`group` set) instead run one left-padded batch per call in lockstep with the other ranks.
 """
 
 from __future__ import annotations
@@ -117,13 +119,86 @@ class Engine:
 
     @torch.inference_mode()
     def generate(self, requests: list[Prepared], settings: GenerationSettings) -> list[Generated]:
-        results: list[Generated | None] = [None] * len(requests)
         if self.group is not None:  # one batch per call, so that all ranks run the same number of prefills
             return self._generate_batch(requests, settings)
-        for idx in self.plan_batches(requests, settings.max_new_tokens):
-            for i, g in zip(idx, self._generate_batch([requests[i] for i in idx], settings)):
-                results[i] = g
+        return self._generate_continuous(requests, settings)
+
+    def _generate_continuous(self, requests: list[Prepared], s: GenerationSettings) -> list[Generated]:
+        """Continuous batching over `max_batch_size` cache slots: a finished sequence frees its slot at once and the
+        next waiting requests are prefilled (together, as one padded batch) into the free slots."""
+        model = self.model
+        n = len(requests)
+        results: list[Generated | None] = [None] * n
+        if n == 0 or s.max_new_tokens <= 0:
+            return [Generated([], "length", r.num_prompt_tokens, 0.0) for r in requests]
+        dev = model.device
+        B = min(self.max_batch_size, n)
+        capacity = max(r.num_prompt_tokens for r in requests) + s.max_new_tokens
+        cache = model.new_cache(B, capacity)
+        gen = torch.Generator(device=dev).manual_seed(s.seed) if s.do_sample else None
+        eos = torch.tensor(s.eos_token_id or [], dtype=torch.long, device=dev)
+        waiting = sorted(range(n), key=lambda i: -requests[i].num_prompt_tokens)[::-1]  # pop() = longest first
+        slot_req = [-1] * B
+        lengths = torch.zeros(B, dtype=torch.long, device=dev)
+        next_pos = torch.zeros(3, B, 1, dtype=torch.long, device=dev)
+        last = torch.zeros(B, dtype=torch.long, device=dev)
+        tokens: dict[int, list[int]] = {}
+        started: dict[int, float] = {}
+
+        def finish(slot: int, reason: str) -> None:
+            i = slot_req[slot]
+            results[i] = Generated(tokens[i], reason, requests[i].num_prompt_tokens, time.perf_counter() - started[i])
+            slot_req[slot] = -1
+
+        def record(slots: list[int], logits: torch.Tensor) -> None:
+            nxt = sample_next(logits, s.do_sample, s.temperature, s.top_k, s.top_p, gen)
+            stop = torch.isin(nxt, eos) if eos.numel() else torch.zeros_like(nxt, dtype=torch.bool)
+            last[slots] = nxt
+            for slot, tok, st in zip(slots, nxt.tolist(), stop.tolist()):
+                i = slot_req[slot]
+                tokens[i].append(tok)
+                if st:
+                    finish(slot, "stop")
+                elif len(tokens[i]) >= s.max_new_tokens:
+                    finish(slot, "length")
+
+        while waiting or any(r >= 0 for r in slot_req):
+            free = [b for b in range(B) if slot_req[b] < 0]
+            if free and waiting:
+                admit, budget = [], self.max_batch_tokens
+                while waiting and len(admit) < len(free):
+                    cost = requests[waiting[-1]].num_prompt_tokens * (len(admit) + 1)
+                    if admit and cost > budget:
+                        break
+                    admit.append(waiting.pop())
+                self._prefill_into(admit, free[: len(admit)], requests, cache, lengths, next_pos, slot_req,
+                                   tokens, started, record, s)
+            active = [b for b in range(B) if slot_req[b] >= 0]
+            if not active:
+                continue
+            logits = model.decode_slots(last, next_pos, cache, lengths)
+            lengths[active] += 1
+            next_pos[:, active] += 1
+            record(active, logits[active])
         return results  # type: ignore[return-value]
+
+    def _prefill_into(self, admit, slots, requests, cache, lengths, next_pos, slot_req, tokens, started, record, s):
+        model = self.model
+        now = time.perf_counter()
+        batch = [requests[i] for i in admit]
+        inputs = collate(batch, self.pad_token_id)
+        S = inputs["input_ids"].shape[1]
+        tmp = model.new_cache(len(batch), S)
+        out = model(**inputs, cache=tmp, logits_to_keep=1)
+        spans = [(S - r.num_prompt_tokens, S) for r in batch]
+        cache.load_rows(slots, tmp, list(range(len(batch))), spans)
+        for j, (slot, i) in enumerate(zip(slots, admit)):
+            slot_req[slot] = i
+            tokens[i] = []
+            started[i] = now
+            lengths[slot] = requests[i].num_prompt_tokens
+            next_pos[:, slot] = out.position_ids[:, j, -1:] + 1
+        record(slots, out.logits[:, -1])
 
     def _generate_batch(self, batch: list[Prepared], s: GenerationSettings) -> list[Generated]:
         model = self.model

@@ -1,7 +1,8 @@
 """A preallocated KV cache: fixed-capacity buffers per layer, written in place (no concatenation per step).
 
-All rows of a batch share one write offset (left padding keeps prompts right-aligned), so a decode step has fixed
-shapes. Legend: B batch, G kv heads, C capacity, Dh head dim.
+Two ways to write: a shared offset for all rows (prefill, and decoding a left-padded batch), or one offset per row
+(slots of a continuous batch, each holding its own sequence from position 0). Legend: B batch (slots), G kv heads,
+C capacity, Dh head dim.
 """
 
 from __future__ import annotations
@@ -16,8 +17,14 @@ class KVCache:
         self.v_LBGCD = torch.zeros(shape, dtype=dtype, device=device)
         self.capacity = capacity
         self.length = 0  # tokens written so far (same for every row)
+        self.view_len = capacity  # keys returned by a per-row update (set by the decode step)
 
-    def update(self, layer: int, k_BGSD: torch.Tensor, v_BGSD: torch.Tensor, start: int):
+    def update(self, layer: int, k_BGSD: torch.Tensor, v_BGSD: torch.Tensor, start):
+        if isinstance(start, torch.Tensor):  # per-row offsets, one new token per row
+            rows = torch.arange(k_BGSD.shape[0], device=k_BGSD.device)
+            self.k_LBGCD[layer, rows, :, start] = k_BGSD[:, :, 0]
+            self.v_LBGCD[layer, rows, :, start] = v_BGSD[:, :, 0]
+            return self.k_LBGCD[layer, :, :, : self.view_len], self.v_LBGCD[layer, :, :, : self.view_len]
         end = start + k_BGSD.shape[2]
         if end > self.capacity:
             raise ValueError(f"KV cache overflow: {end} tokens for a capacity of {self.capacity}")
@@ -32,3 +39,9 @@ class KVCache:
         """Keep only the given batch rows (e.g. after dropping finished sequences)."""
         self.k_LBGCD = self.k_LBGCD[:, rows]
         self.v_LBGCD = self.v_LBGCD[:, rows]
+
+    def load_rows(self, slots: list[int], src: "KVCache", src_rows: list[int], spans: list[tuple[int, int]]) -> None:
+        """Copy the cached tokens `src[row, :, a:b]` of other caches' rows into `slots`, starting at position 0."""
+        for slot, row, (a, b) in zip(slots, src_rows, spans):
+            self.k_LBGCD[:, slot, :, : b - a] = src.k_LBGCD[:, row, :, a:b]
+            self.v_LBGCD[:, slot, :, : b - a] = src.v_LBGCD[:, row, :, a:b]

@@ -209,6 +209,24 @@ class ErnieVLForConditionalGeneration(nn.Module):
             h = h[:, -logits_to_keep:]
         return CausalLMOutput(logits=self.lm_head(h), cache=cache, position_ids=position_ids)
 
+    def decode_slots(
+        self, tokens_B: torch.Tensor, position_ids_3B1: torch.Tensor, cache: KVCache, lengths_B: torch.Tensor,
+        attend_len: int | None = None,
+    ) -> torch.Tensor:
+        """One decode step over cache slots that each hold a sequence of `lengths_B[b]` tokens from position 0.
+
+        Writes the new token's K/V at `lengths_B[b]` and returns next-token logits [B, V]. Shapes are fixed for a
+        given number of slots when `attend_len` is fixed (e.g. the cache capacity, as needed for graph capture);
+        by default keys are cut at the longest slot. Decode tokens are text: they use the text experts."""
+        B = tokens_B.shape[0]
+        L = attend_len if attend_len is not None else int(lengths_B.max()) + 1
+        cache.view_len = L
+        h = self.model.language_model.embed_tokens(tokens_B[:, None].to(self.device))
+        cos, sin = text_cos_sin(position_ids_3B1, self.inv_freq, self.config.text.mrope_section)
+        mask = (torch.arange(L, device=self.device)[None, :] <= lengths_B[:, None])[:, None, None, :]
+        h = self.model.language_model(h, cos, sin, mask, cache, lengths_B, None)
+        return self.lm_head(h[:, -1])
+
     # ------------------------------------------------------------------ generation
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         t = self.config.text

@@ -44,3 +44,18 @@ def test_batches_are_planned_by_work():
     for b in plan:
         longest = max(reqs[i].num_prompt_tokens for i in b) + 10
         assert longest * len(b) <= 250 or len(b) == 1
+
+
+def test_continuous_batching_refills_freed_slots(tiny_dir):
+    """With 2 slots and 5 requests whose answers stop at different steps, every request still gets exactly the
+    continuation it gets alone, and zero-token budgets return empty generations."""
+    model = ernie_vl.load_model(tiny_dir)
+    reqs = _requests(model, torch.Generator().manual_seed(1))
+    alone = [model.generate(**collate([r]), max_new_tokens=12)[0, r.num_prompt_tokens:].tolist() for r in reqs]
+    stops = [t[i % 4 + 1] for i, t in enumerate(alone)]  # different stop steps per request
+    engine = Engine(model, max_batch_size=2)
+    out = engine.generate(reqs, GenerationSettings(max_new_tokens=12, eos_token_id=stops))
+    for o, toks in zip(out, alone):
+        cut = next((j + 1 for j, t in enumerate(toks) if t in stops), len(toks))
+        assert o.tokens == toks[:cut]
+    assert engine.generate(reqs[:2], GenerationSettings(max_new_tokens=0))[0].tokens == []
