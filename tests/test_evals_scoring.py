@@ -1,0 +1,117 @@
+"""Rescoring a finished run from its saved predictions, and the report."""
+
+import math
+import os
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from evals.registry import get_benchmark
+from evals.report import write_report
+from evals.sample import Media, Sample
+from evals.scoring import read_predictions, rescore
+
+DEMO_ANSWERS = {
+    "img-colour-square": "A", "img-colour-circle": "C. blue", "img-circle-yes": "Yes", "img-circle-no": "no",
+    "img-count-squares": "three", "img-shape": "A triangle.", "multi-which-circle": "B", "vid-direction": "A",
+    "vid-final-colour": "Yellow",
+}
+
+
+def write_run(out_dir, rows, name="part-00000.parquet"):
+    """Predictions as the pipeline saves them: record columns + prediction/extracted/score/error."""
+    folder = out_dir / "predictions"
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_parquet(folder / name, index=False)
+
+
+def demo_rows():
+    rows = []
+    for s in get_benchmark("demo").load():
+        row = s.to_record()
+        failed = s.sample_id not in DEMO_ANSWERS
+        row.update(prediction=None if failed else DEMO_ANSWERS[s.sample_id], extracted=None,
+                   score=float("nan"), error="decode failed: frame 3" if failed else None)
+        rows.append(row)
+    return rows
+
+
+def video_rows():
+    rows = []
+    for i, (duration, pred) in enumerate([("short", "A"), ("long", "B"), ("long", "A")]):
+        s = Sample(sample_id=f"00{i}-1", benchmark="videomme", split="test", question="Q?",
+                   options={"A": "a", "B": "b", "C": "c", "D": "d"}, targets=["A"], category="Knowledge",
+                   group=f"vid{i}", meta={"duration": duration, "task_type": "OCR Problems"},
+                   media=[Media(kind="video", path=f"/v/{i}.mp4")])
+        rows.append(dict(s.to_record(), prediction=pred, extracted=None, score=None, error=None))
+    return rows
+
+
+def values(metrics, name, category=None, flavor=None):
+    return [m["value"] for m in metrics if m["metric"] == name and m["category"] == category
+            and (flavor is None or m["flavor"] == flavor)]
+
+
+def test_rescore_writes_metrics_for_each_flavor(tmp_path):
+    write_run(tmp_path, demo_rows() + video_rows())
+    official = rescore(tmp_path, "official")
+    assert values(official, "accuracy", None)[0] == pytest.approx(90.0)  # demo: 9/10, the error row fails
+    assert values(official, "errors")[0] == 1
+    assert values(official, "accuracy_by_duration", "long") == [50.0]
+    table = pq.read_table(tmp_path / "metrics.parquet")
+    assert table.column_names == ["benchmark", "flavor", "metric", "category", "value", "n"]
+    rescore(tmp_path, "vlmevalkit")
+    frame = pd.read_parquet(tmp_path / "metrics.parquet")
+    assert set(frame["flavor"]) == {"official", "vlmevalkit"} and set(frame["benchmark"]) == {"demo", "videomme"}
+    again = rescore(tmp_path, "official")  # replaces, does not duplicate, the official rows
+    assert len(pd.read_parquet(tmp_path / "metrics.parquet").query("flavor == 'official'")) == len(again)
+
+
+def test_rescore_keeps_the_last_copy_of_a_resumed_sample(tmp_path):
+    rows = video_rows()
+    write_run(tmp_path, rows, "part-00000.parquet")
+    write_run(tmp_path, [dict(rows[1], prediction="A")], "part-00001.parquet")
+    assert len(read_predictions(tmp_path)) == 3
+    assert values(rescore(tmp_path, "lmms-eval"), "accuracy")[0] == pytest.approx(100.0)
+
+
+def test_rescore_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="predictions"):
+        rescore(tmp_path, "official")
+    write_run(tmp_path, [{"sample_id": "1", "benchmark": "demo", "prediction": "A"}])
+    with pytest.raises(ValueError, match="missing column"):
+        rescore(tmp_path, "official")
+    with pytest.raises(ValueError, match="flavor"):
+        rescore(tmp_path, "lmms")
+
+
+def test_report_is_self_contained_and_returns_tables(tmp_path, capsys):
+    write_run(tmp_path, demo_rows() + video_rows())
+    report = write_report(tmp_path)  # computes official metrics when metrics.parquet is absent
+    assert os.fspath(report) == str(tmp_path / "report.html") and report.text_path.is_file()
+    assert "Per-benchmark results" in report.text and "demo" in report.text and "videomme" in report.text
+    assert "decode failed: frame 3" in report.text
+    assert "Per-benchmark results" in capsys.readouterr().out
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("<svg") >= 3 and "<script" not in html and "<link" not in html
+    assert "Accuracy by video length" in html and "Error counts" in html
+    assert all(url == "http://www.w3.org/2000/svg" for url in
+               [part.split('"')[0] for part in html.split('xmlns="')[1:]])
+    assert "https://" not in html and "src=" not in html
+
+
+def test_report_escapes_user_text(tmp_path):
+    rows = demo_rows()
+    rows[0]["error"] = "<img src=x onerror=alert(1)>"
+    write_run(tmp_path, rows)
+    rescore(tmp_path, "official")
+    html = open(write_report(tmp_path, print_tables=False)).read()
+    assert "<img src=x" not in html and "&lt;img src=x" in html
+
+
+def test_scores_are_plain_floats(tmp_path):
+    write_run(tmp_path, demo_rows())
+    for m in rescore(tmp_path, "official"):
+        assert m["value"] is None or (isinstance(m["value"], float) and not math.isnan(m["value"]))
+        assert isinstance(m["n"], int)
