@@ -1,0 +1,20 @@
+"""The memory arithmetic counts exactly the parameters the model has."""
+
+from ernie_vl.config import named_config
+from ernie_vl.memory import kv_bytes_per_token, kv_capacity, weight_bytes
+from ernie_vl.model import ErnieVLForConditionalGeneration
+
+
+def test_weight_bytes_match_the_model():
+    for name in ("tiny", "small"):
+        cfg = named_config(name)
+        model = ErnieVLForConditionalGeneration(cfg)
+        assert sum(weight_bytes(cfg, 4).values()) == sum(p.numel() * 4 for p in model.parameters())
+
+
+def test_28b_capacity_arithmetic():
+    cfg = named_config("28b-a3b")
+    assert kv_bytes_per_token(cfg) == 28 * 2 * 4 * 128 * 2
+    full, split = kv_capacity(cfg, 80), kv_capacity(cfg, 80, without_vision_experts=True)
+    assert split["kv_tokens"] > full["kv_tokens"] > 0
+    assert abs(full["weights_gb"] - 58.8) < 0.5
