@@ -293,3 +293,12 @@ def test_demo_end_to_end_perfect_and_wrong_predictions():
         wrong = bench.aggregate(scored("demo", samples, ["purple"] * 10, flavor), flavor)
         assert metric(wrong, "accuracy") == 0.0
     assert len(list(bench.load(limit=3))) == 3
+
+
+def test_pope_comma_joined_categories_count_in_each_split():
+    # VLMEvalKit POPE.tsv keeps one row for a question shared by two splits: "random,popular"
+    samples = [sample("pope", sample_id="0", targets=["yes"], category="random,popular"),
+               sample("pope", sample_id="1", targets=["no"], category="random")]
+    out = get_benchmark("pope").aggregate(scored("pope", samples, ["yes", "yes"]), "vlmevalkit")
+    assert metric(out, "accuracy", "popular") == 100.0 and metric(out, "accuracy", "random") == 50.0
+    assert [r["n"] for r in out if r["metric"] == "accuracy" and r["category"] is None] == [3]

@@ -136,13 +136,14 @@ def test_mmmu_parquet_subject_configs_string_options_and_image_order(tmp_path):
 
 
 def test_mmbench_parquet_prefers_en_config(tmp_path):
-    row = {"index": 3, "question": "Q", "hint": None, "A": "a", "B": "b", "C": "nan", "D": "nan", "answer": "B",
+    row = {"index": 3, "question": "Q", "hint": "nan", "A": "a", "B": "b", "C": "nan", "D": "nan", "answer": "B",
            "category": "c", "L2-category": "l2", "split": "dev", "image": F.image_struct(RED)}
     F.write_parquet(tmp_path / "en" / "dev-00000-of-00001.parquet", [row])
     F.write_parquet(tmp_path / "cn" / "dev-00000-of-00001.parquet", [dict(row, index=4)])
     samples = load("mmbench", tmp_path)
     assert [s.sample_id for s in samples] == ["3"]
     assert samples[0].options == {"A": "a", "B": "b"} and samples[0].subcategory == "l2"
+    assert samples[0].meta["hint"] is None  # lmms-lab/MMBench writes absent hints as "nan"
 
 
 def test_parquet_image_struct_errors_become_sample_errors(tmp_path):
@@ -344,7 +345,11 @@ def test_structurally_wrong_files_raise_dataset_error(tmp_path):
     F.write_parquet(tmp_path / "pq" / "data" / "test-00000-of-00001.parquet", [{"question": "q"}], image_columns=())
     with pytest.raises(DatasetError, match="split 'validation'"):
         get_benchmark("textvqa").load(tmp_path / "pq")
-    (tmp_path / "bad" ).mkdir()
+    (tmp_path / "chart" / "test").mkdir(parents=True)
+    (tmp_path / "chart" / "test" / "test_human.json").write_text("[{]")
+    with pytest.raises(DatasetError, match="cannot read JSON"):
+        get_benchmark("chartqa").load(tmp_path / "chart")  # raised by load(), not while iterating
+    (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "val_v1.0.json").write_text("{broken")
     with pytest.raises(DatasetError, match="cannot read JSON"):
         get_benchmark("docvqa").load(tmp_path / "bad")

@@ -2,6 +2,7 @@
 
 import math
 import os
+import xml.etree.ElementTree as ET
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -99,6 +100,8 @@ def test_report_is_self_contained_and_returns_tables(tmp_path, capsys):
     assert all(url == "http://www.w3.org/2000/svg" for url in
                [part.split('"')[0] for part in html.split('xmlns="')[1:]])
     assert "https://" not in html and "src=" not in html
+    for chunk in html.split("<svg")[1:]:  # every chart is well-formed XML
+        ET.fromstring("<svg" + chunk.split("</svg>")[0] + "</svg>")
 
 
 def test_report_escapes_user_text(tmp_path):

@@ -74,11 +74,15 @@ class ChartQA(Benchmark):
         if not files:
             raise DatasetError(path, f"no {split}_human.json / {split}_augmented.json", ORIGINAL_LAYOUT)
 
+        loaded = [(file, load_json(file, ORIGINAL_LAYOUT)) for file in files]  # file-level errors raise now
+        for file, entries in loaded:
+            if not isinstance(entries, list):
+                raise DatasetError(file, "expected a JSON list of {imgname, query, label}", ORIGINAL_LAYOUT)
+
         def rows():
-            for file in files:
+            for file, entries in loaded:
                 subset = file.stem.split("_", 1)[1]
-                entries = load_json(file, ORIGINAL_LAYOUT)
-                for i, entry in enumerate(entries if isinstance(entries, list) else []):
+                for i, entry in enumerate(entries):
                     yield i, {"entry": entry, "subset": subset, "dir": file.parent}
 
         def convert(row, i):

@@ -47,6 +47,12 @@ def extract_letter(prediction: str, options: dict[str, str], flavor: str) -> str
     return letter if letter in options else None
 
 
+def _hint(value) -> str | None:
+    """The hint, or None; lmms-lab/MMBench writes absent hints as the string "nan"."""
+    hint = text(value)
+    return None if hint is None or hint.strip() in ("nan", "NaN") else hint
+
+
 class MMBench(Benchmark):
     name = "mmbench"
     version = "mmbench-dev-en/1"
@@ -72,7 +78,7 @@ class MMBench(Benchmark):
             targets=[check_answer_letter(answer, options)],
             category=text(row.get("category")), subcategory=text(row.get("l2-category") or row.get("L2-category")),
             group=str(index % CIRCULAR_OFFSET),
-            meta={"index": index, "hint": text(row.get("hint")), "source": text(row.get("source"))},
+            meta={"index": index, "hint": _hint(row.get("hint")), "source": text(row.get("source"))},
             error=media_error)
 
     def _from_tsv(self, row: dict, n: int, images: TsvImages, split: str) -> Sample:

@@ -87,11 +87,15 @@ class MVBench(Benchmark):
         if not files:
             raise DatasetError(path / "json", "no <task>.json files", LAYOUT)
 
+        loaded = [(file.stem, load_json(file, LAYOUT)) for file in files]  # file-level errors raise now
+        for file, (task, entries) in zip(files, loaded):
+            if not isinstance(entries, list):
+                raise DatasetError(file, "expected a JSON list of {video, question, candidates, answer}", LAYOUT)
+
         def rows():
-            for file in files:
-                entries = load_json(file, LAYOUT)
-                for i, entry in enumerate(entries if isinstance(entries, list) else []):
-                    yield i, {"task": file.stem, "entry": entry}
+            for task, entries in loaded:
+                for i, entry in enumerate(entries):
+                    yield i, {"task": task, "entry": entry}
 
         def convert(row, i):
             task, entry = row["task"], row["entry"]

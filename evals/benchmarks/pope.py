@@ -144,10 +144,15 @@ class POPE(Benchmark):
                      for r, lab in zip(members, labels)]
             return pope(preds, labels, flavor)
 
+        # VLMEvalKit's POPE.tsv stores a question shared by several splits once, with a comma-joined
+        # category ("random,popular"); POPE_rating explodes it, so every split (and the overall
+        # numbers) count it once per split — done here for all flavors.
+        expanded = []
+        for r in rows:
+            cats = [c.strip() for c in str(r.get("category") or "").split(",") if c.strip()]
+            expanded += [dict(r, category=c) for c in cats] or [r]
         out = []
-        for category, members in [(None, rows)] + list(group_by(rows, lambda r: r.get("category")).items()):
-            if not members:
-                continue
+        for category, members in [(None, expanded)] + list(group_by(expanded, lambda r: r.get("category")).items()):
             values = metrics(members)
             for name in POPE_METRICS:
                 value = values[name]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -40,20 +41,24 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
             yield number, record, None
 
 
+def walk_files(root: Path, max_depth: int = 3) -> Iterator[Path]:
+    """Files under ``root`` at most ``max_depth`` folders down, hidden folders skipped.
+
+    The walk is pruned, so an image folder with 40k COCO files below the depth limit costs nothing.
+    """
+    base = len(Path(root).parts)
+    for folder, dirs, files in os.walk(root):
+        depth = len(Path(folder).parts) - base
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < max_depth - 1 else []
+        for name in sorted(files):
+            yield Path(folder) / name
+
+
 def find_files(root: Path, patterns: tuple[str, ...], max_depth: int = 3) -> list[Path]:
     """Files under ``root`` (at most ``max_depth`` levels down) whose name matches a glob pattern, sorted."""
     if root.is_file():
         return [root] if any(fnmatch.fnmatch(root.name, p) for p in patterns) else []
-    out = []
-    base = len(root.parts)
-    for path in root.rglob("*"):
-        if len(path.parts) - base > max_depth or not path.is_file():
-            continue
-        if any(part.startswith(".") for part in path.parts[base:]):
-            continue
-        if any(fnmatch.fnmatch(path.name, p) for p in patterns):
-            out.append(path)
-    return sorted(out)
+    return sorted(p for p in walk_files(root, max_depth) if any(fnmatch.fnmatch(p.name, pat) for pat in patterns))
 
 
 def first_existing(candidates) -> Path | None:

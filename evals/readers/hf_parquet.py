@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 import pyarrow.parquet as pq
 
 from evals.errors import DatasetError
+from evals.readers.files import walk_files
 
 HF_LAYOUT = "a Hugging Face dataset folder with Parquet shards: [<config>/]<split>-00000-of-0000N.parquet"
 _SPLIT_ALIASES = {"validation": ("validation", "val"), "test": ("test",), "dev": ("dev",),
@@ -34,9 +35,7 @@ def list_shards(root: Path) -> list[Path]:
     """Every ``*.parquet`` under ``root`` (or ``root`` itself), hidden folders (``.cache``) excluded."""
     if root.is_file():
         return [root] if root.suffix == ".parquet" else []
-    base = len(root.parts)
-    return sorted(p for p in root.rglob("*.parquet")
-                  if not any(part.startswith(".") for part in p.parts[base:]))
+    return sorted(p for p in walk_files(root, max_depth=4) if p.suffix == ".parquet")
 
 
 def find_shards(root: Path, split: str, configs: Sequence[str] = (), expected: str = HF_LAYOUT) -> list[Path]:

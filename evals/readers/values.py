@@ -21,13 +21,13 @@ class RowError(ValueError):
 
 
 def is_missing(value: Any) -> bool:
-    """None, NaN, empty/whitespace string, or the literal strings pandas writes for NaN."""
+    """None, NaN, or an empty/whitespace string."""
     if value is None:
         return True
     if isinstance(value, float) and math.isnan(value):
         return True
     if isinstance(value, str):
-        return value.strip() == "" or value.strip() in ("nan", "NaN")
+        return value.strip() == ""
     return False
 
 
@@ -74,11 +74,15 @@ def answers_list(value: Any, what: str = "answer") -> list[str]:
 
 
 def option_columns(row: dict, letters: str = LETTERS) -> dict[str, str]:
-    """Options stored as columns ``A``, ``B``, … (VLMEvalKit TSV, MMBench parquet); missing cells skipped."""
+    """Options stored as columns ``A``, ``B``, … (VLMEvalKit TSV, MMBench parquet); missing cells skipped.
+
+    The literal string ``"nan"`` also means "no such option": lmms-lab/MMBench stores absent options
+    that way and lmms-eval's ``create_options_prompt`` skips it too.
+    """
     out = {}
     for letter in letters:
         value = text(row.get(letter))
-        if value is not None:
+        if value is not None and value.strip() not in ("nan", "NaN"):
             out[letter] = value
     return out
 
