@@ -1,0 +1,35 @@
+"""Benchmarks: ``python -m ernie_vl.bench <subcommand> [options]``.
+
+Subcommands register themselves in :data:`SUBCOMMANDS` as ``name -> (module, help)``; each module provides
+``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their subcommand runs, so a
+benchmark's heavy or optional dependencies (e.g. transformers for the reference side) never load otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "preprocess": (
+        "ernie_vl.bench_preprocess",
+        "images/s and videos/s of ernie_vl preprocessing vs the transformers 5.23.0 reference",
+    ),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ernie_vl.bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module_name)
+        # Import lazily but early enough to declare the options; add_arguments must not import heavy dependencies.
+        importlib.import_module(module_name).add_arguments(p)
+    args = parser.parse_args(argv)
+    return int(importlib.import_module(args._module).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

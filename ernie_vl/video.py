@@ -1,0 +1,758 @@
+"""Video decoding (PyAV), frame sampling, timestamp drawing and preprocessing, identical to transformers 5.23.0
+``Ernie4_5_VLMoeVideoProcessor`` fed by transformers' PyAV reader (``video_utils.read_video_pyav``) — model-spec §11.
+
+Legend: ``T`` sampled frames (padded to ``T'`` = even), ``H0, W0`` decoded frame size, ``H, W`` = ``smart_resize``
+size (multiples of 28, per-frame area in [min_pixels, max_pixels]), ``gh = H/14``, ``gw = W/14``, ``D = 3·14·14 = 588``.
+
+Reference semantics reproduced:
+
+* metadata: ``total_num_frames = stream.frames`` (counted from the packets when the container does not store it, where
+  the reference would divide by zero), ``fps = float(stream.average_rate)``;
+* sampling (``do_sample_frames``): ``num_frames``/``fps``/``min_frames``/``max_frames`` rules and
+  ``torch.arange(0, total, total / num_frames).int()`` — see :func:`sample_frame_indices`;
+* frames: the ``i``-th frame the decoder outputs is frame ``i``; RGB through ``VideoFrame.to_ndarray("rgb24")``;
+* timestamps ``"time: HH:MM:SS.ss"`` of ``index / fps`` (float32 arithmetic, as the reference's tensor indices) drawn
+  black with a white stroke at the top-left corner of the full-resolution frame, font size ``int(min(W0, H0)·0.1)``;
+* odd ``T`` padded by repeating the last (drawn) frame; bicubic antialiased resize; fused rescale/normalize;
+  per-frame patchify → ``pixel_values_videos`` float32 ``[Σ T'·gh·gw, D]`` and ``video_grid_thw`` ``[n, 3]`` =
+  ``[T', gh, gw]``.
+
+Faster than the reference because it: decodes only up to the last sampled frame and lets the decoder drop
+unwanted non-reference frames (``skip_frame=NONREF`` per packet, for codecs where that is exact); converts to RGB
+only the kept frames; draws timestamps on a small crop with a cached font (the reference reloads the font file and
+round-trips every whole frame through PIL); and resizes/normalizes/patchifies frame by frame straight into the
+output buffer (no 5-D float intermediates, no ``torch.cat``).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import queue
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import PIL.Image
+import torch
+from PIL import ImageDraw, ImageFont
+
+from .errors import VideoError
+from .image import (
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    _Normalizer,
+    _from_numpy_readonly,
+    load_image,
+    patchify_into,
+    resize,
+    smart_resize,
+)
+
+# Codecs whose decoders honour ``skip_frame = NONREF`` exactly (they only drop frames nothing else references).
+_SKIP_SAFE_CODECS = frozenset({"h264", "hevc", "mpeg4", "mpeg2video", "mpeg1video"})
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Configuration and metadata
+# --------------------------------------------------------------------------------------------------------------------
+@dataclass
+class VideoProcessorConfig:
+    """The ``video_processor`` section of ``processor_config.json`` (model-spec §11.1).
+
+    ``min_pixels``/``max_pixels`` are the per-frame areas of ``size.shortest_edge``/``size.longest_edge``. ``font`` is
+    the timestamp font file (resolved against the checkpoint folder by the processor).
+    """
+
+    patch_size: int = 14
+    temporal_patch_size: int = 2
+    merge_size: int = 2
+    min_pixels: int = 299 * 28 * 28
+    max_pixels: int = 1196 * 28 * 28
+    min_frames: int = 16
+    max_frames: int = 180
+    num_frames: int | None = None
+    fps: float | None = None
+    do_sample_frames: bool = True
+    draw_on_frames: bool = True
+    font: str | None = "Roboto-Regular.ttf"
+    do_resize: bool = True
+    resample: int = 3
+    do_rescale: bool = True
+    rescale_factor: float = 1 / 255
+    do_normalize: bool = True
+    image_mean: tuple[float, ...] = OPENAI_CLIP_MEAN
+    image_std: tuple[float, ...] = OPENAI_CLIP_STD
+    do_convert_rgb: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.temporal_patch_size != 2:
+            raise ValueError("`Ernie 4.5 VL` only supports a temporal patch size of 2")
+        if not self.min_pixels or not self.max_pixels:
+            raise ValueError("size must contain 'shortest_edge' and 'longest_edge' keys.")
+        self.image_mean = tuple(float(v) for v in self.image_mean)
+        self.image_std = tuple(float(v) for v in self.image_std)
+
+    @property
+    def factor(self) -> int:
+        return self.patch_size * self.merge_size
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], **overrides: Any) -> "VideoProcessorConfig":
+        d = {**d, **overrides}
+        size = d.pop("size", None) or {}
+        kwargs: dict[str, Any] = {}
+        if size:
+            if "shortest_edge" not in size or "longest_edge" not in size:
+                raise ValueError("size must contain 'shortest_edge' and 'longest_edge' keys.")
+            kwargs["min_pixels"], kwargs["max_pixels"] = size["shortest_edge"], size["longest_edge"]
+        names = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        extra = {}
+        for k, v in d.items():
+            (kwargs if k in names else extra)[k] = v
+        return cls(**kwargs, extra=extra)
+
+
+@dataclass
+class VideoMetadata:
+    """What the processor knows about one video, and which frames it kept.
+
+    ``frames_indices`` are original frame indices (decoder output order) of the kept frames, before the odd-count
+    padding; ``timestamps`` (seconds) and ``timestamp_texts`` are what was drawn on them.
+    ``indices_are_sampled`` selects the reference's float32 timestamp arithmetic (indices from the sampler are an
+    int32 tensor there) versus float64 (a plain list, when frames are given without sampling).
+    """
+
+    total_num_frames: int
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = None
+    video_backend: str | None = None
+    frames_indices: list[int] | None = None
+    indices_are_sampled: bool = False
+
+    @property
+    def timestamps(self) -> list[float]:
+        if self.fps is None or self.frames_indices is None:
+            raise ValueError("Cannot infer video `timestamps` when `fps` or `frames_indices` is None.")
+        if self.indices_are_sampled:
+            return (torch.tensor(self.frames_indices, dtype=torch.int32) / self.fps).tolist()
+        return [i / self.fps for i in self.frames_indices]
+
+    @property
+    def timestamp_texts(self) -> list[str]:
+        return timestamp_texts(self.frames_indices or [], self.fps or 24, self.indices_are_sampled)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly record (for output rows)."""
+        return {
+            "total_num_frames": self.total_num_frames,
+            "fps": self.fps,
+            "width": self.width,
+            "height": self.height,
+            "duration": self.duration,
+            "video_backend": self.video_backend,
+            "frames_indices": list(self.frames_indices or []),
+            "timestamps": self.timestamps if self.fps is not None and self.frames_indices is not None else None,
+        }
+
+    @classmethod
+    def coerce(cls, m: Any) -> "VideoMetadata":
+        if m is None or isinstance(m, VideoMetadata):
+            return m
+        if hasattr(m, "total_num_frames") and not isinstance(m, dict):  # a transformers VideoMetadata
+            m = {k: getattr(m, k) for k in ("total_num_frames", "fps", "width", "height", "duration", "frames_indices")}
+        d = dict(m)
+        idx = d.get("frames_indices")
+        sampled = isinstance(idx, (torch.Tensor, np.ndarray))
+        if idx is not None:
+            d["frames_indices"] = [int(i) for i in (idx.tolist() if hasattr(idx, "tolist") else idx)]
+        known = {k: d[k] for k in ("total_num_frames", "fps", "width", "height", "duration", "video_backend", "frames_indices") if k in d}
+        return cls(**known, indices_are_sampled=sampled)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Sampling and timestamps
+# --------------------------------------------------------------------------------------------------------------------
+def sample_frame_indices(
+    total_num_frames: int,
+    video_fps: float | None,
+    num_frames: int | None = None,
+    fps: float | None = None,
+    min_frames: int = 16,
+    max_frames: int = 180,
+    source: str | None = None,
+) -> list[int]:
+    """Indices of the frames to keep (reference ``Ernie4_5_VLMoeVideoProcessor.sample_frames``, model-spec §11.2).
+
+    ``num_frames`` (needs ``min_frames ≤ n ≤ max_frames``) or ``fps`` (frames per second of video, needs the video's
+    fps); neither: every frame up to ``max_frames``. Uniform float-step ``arange`` truncated to int, computed with the
+    same torch call so that the indices are bit-identical.
+    """
+    if fps is not None and num_frames is not None:
+        raise VideoError("`num_frames` and `fps` are mutually exclusive arguments, please use only one!", source)
+    if total_num_frames <= 0:
+        raise VideoError("video has no frames", source)
+    if num_frames is not None:
+        if num_frames < min_frames or num_frames > max_frames:
+            raise VideoError(f"`num_frames` must be {min_frames} <= x <= {max_frames}. Got {num_frames} instead.", source)
+    else:
+        if fps is not None and video_fps is None:
+            raise VideoError("sampling with `fps` needs the video's fps, which is unknown for this input", source)
+        n = total_num_frames / video_fps * fps if fps is not None else total_num_frames
+        num_frames = min(max(n, min_frames), max_frames, total_num_frames)
+    if num_frames > total_num_frames:
+        raise VideoError(
+            f"cannot sample num_frames={num_frames} from a video of total_num_frames={total_num_frames}; "
+            "decrease `num_frames` or `fps`",
+            source,
+        )
+    if num_frames <= 0:
+        raise VideoError(f"nothing to sample (num_frames={num_frames})", source)
+    return torch.arange(0, total_num_frames, total_num_frames / num_frames).int().tolist()
+
+
+def _format_timestamp(hours: float, mins: float, secs: float) -> str:
+    return f"time: {int(hours):02d}:{int(mins):02d}:{secs:05.02f}"
+
+
+def timestamp_texts(indices: Sequence[int], fps: float, float32: bool = True) -> list[str]:
+    """``"time: HH:MM:SS.ss"`` for each frame index (reference ``_convert_timestamp`` of ``index / fps``).
+
+    ``float32``: the reference divides an int32 index tensor by the fps, so the arithmetic is float32; with a plain
+    list of indices it is float64.
+    """
+    if not len(indices):
+        return []
+    if float32:
+        ts = torch.tensor(list(indices), dtype=torch.int32) / fps
+        hours = ts // 3600
+        ts = ts % 3600
+        mins = ts // 60
+        ts = ts % 60
+        return [_format_timestamp(h, m, s) for h, m, s in zip(hours.tolist(), mins.tolist(), ts.tolist())]
+    out = []
+    for i in indices:
+        t = i / fps
+        h, t = t // 3600, t % 3600
+        m, t = t // 60, t % 60
+        out.append(_format_timestamp(h, m, t))
+    return out
+
+
+class TimestampDrawer:
+    """Draws the reference timestamp (black text, white stroke, top-left) on HWC uint8 frames, in place.
+
+    Pixel-identical to the reference, which converts the whole frame to PIL, loads the font file again and draws:
+    here the font is cached per size and only the crop covering the text's bounding box goes through PIL.
+    """
+
+    def __init__(self, font_path: str | os.PathLike, size_factor: float = 0.1):
+        self.font_path = str(font_path)
+        self.size_factor = size_factor
+        self._fonts: dict[int, ImageFont.FreeTypeFont] = {}
+        try:
+            ImageFont.truetype(self.font_path)
+        except (OSError, TypeError) as e:
+            raise OSError(f"Could not load the timestamp font {self.font_path!r}: {e}") from e
+
+    def font(self, size: int) -> ImageFont.FreeTypeFont:
+        f = self._fonts.get(size)
+        if f is None:
+            f = self._fonts[size] = ImageFont.truetype(self.font_path, size)
+        return f
+
+    def draw(self, frame: np.ndarray, text: str, source: str | None = None) -> None:
+        """``frame`` ``[H, W, 3]`` uint8, writable; modified in place."""
+        h, w = frame.shape[:2]
+        font_size = int(min(w, h) * self.size_factor)
+        if font_size <= 0:
+            raise VideoError(
+                f"frames of {w}x{h} are too small to draw timestamps on (font size {font_size}); "
+                "pass draw_on_frames=False",
+                source,
+            )
+        stroke = int(font_size * self.size_factor)
+        font = self.font(font_size)
+        left, top, right, bottom = font.getbbox(text, stroke_width=stroke)
+        # The drawn pixels lie inside the bbox; a margin keeps antialiased edges and rounding on the safe side.
+        ch = min(h, max(0, bottom) + stroke + 4)
+        cw = min(w, max(0, right) + stroke + 4)
+        if ch <= 0 or cw <= 0:
+            return
+        crop = PIL.Image.fromarray(np.ascontiguousarray(frame[:ch, :cw]))
+        ImageDraw.Draw(crop).text(
+            (0, 0), text, font=font, fill=(0, 0, 0), stroke_width=stroke, stroke_fill=(255, 255, 255)
+        )
+        frame[:ch, :cw] = np.asarray(crop)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------------------------------------------------
+def _describe(src: Any) -> str:
+    if isinstance(src, (str, os.PathLike)):
+        return str(src)
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return f"<{len(src)} bytes>"
+    return f"<{type(src).__name__}>"
+
+
+def _open_container(src: Any, source: str):
+    import av
+
+    if isinstance(src, (str, os.PathLike)):
+        path = os.fspath(src)
+        if path.startswith(("http://", "https://")):
+            raise VideoError("remote URLs are not fetched by the processor; download the video first", source)
+        if path.startswith("file://"):
+            path = path[len("file://") :]
+        if not os.path.isfile(path):
+            raise VideoError("file not found", source)
+        if os.path.getsize(path) == 0:
+            raise VideoError("empty video file (0 bytes)", source)
+        target = path
+    elif isinstance(src, (bytes, bytearray, memoryview)):
+        if len(src) == 0:
+            raise VideoError("empty video data (0 bytes)", source)
+        target = io.BytesIO(bytes(src))
+    elif hasattr(src, "read"):
+        target = src
+    else:
+        raise VideoError(f"unsupported video input type {type(src).__name__}", source)
+    try:
+        container = av.open(target, mode="r")
+    except Exception as e:  # av.error.* (InvalidDataError, ...), OSError
+        raise VideoError(f"cannot open video ({type(e).__name__}: {_short(e)})", source) from e
+    if not container.streams.video:
+        container.close()
+        raise VideoError("no video stream in the file", source)
+    return container
+
+
+def _short(e: Any, n: int = 200) -> str:
+    s = " ".join(str(e).split())
+    return s if len(s) <= n else s[:n] + "..."
+
+
+class _OpenedVideo:
+    """An opened container with its demuxed packets (no decoding yet) and the reference metadata."""
+
+    def __init__(self, src: Any, source: str):
+        from av.video.reformatter import VideoReformatter
+
+        self.source = source
+        self.container = _open_container(src, source)
+        # One cached swscale context per video; same conversion as `VideoFrame.to_ndarray(format="rgb24")`.
+        self._reformatter = VideoReformatter()
+        try:
+            self.stream = self.container.streams.video[0]
+            try:
+                self.packets = [p for p in self.container.demux(self.stream) if p.size > 0]
+            except Exception as e:
+                raise VideoError(f"cannot read video packets ({type(e).__name__}: {_short(e)})", source) from e
+            if not self.packets:
+                raise VideoError("video stream has no frames", source)
+            rate = self.stream.average_rate or self.stream.guessed_rate
+            self.fps = float(rate) if rate else None
+            # The reference trusts the container's frame count; when a container has none (Matroska, WebM) the
+            # reference would fail, we count the packets instead.
+            self.total = int(self.stream.frames) or len(self.packets)
+            self.width, self.height = self.stream.codec_context.width, self.stream.codec_context.height
+        except BaseException:
+            self.container.close()
+            raise
+
+    def metadata(self) -> VideoMetadata:
+        return VideoMetadata(
+            total_num_frames=self.total,
+            fps=self.fps,
+            width=self.width,
+            height=self.height,
+            duration=self.total / self.fps if self.fps else 0.0,
+            video_backend="pyav",
+        )
+
+    def close(self):
+        self.container.close()
+
+    def _pts_index(self) -> dict[int, int] | None:
+        pts = [p.pts for p in self.packets]
+        if any(p is None for p in pts) or len(set(pts)) != len(pts):
+            return None
+        return {p: i for i, p in enumerate(sorted(pts))}
+
+    def frames(self, wanted: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(index, rgb24 [H0, W0, 3] uint8)`` for each wanted index (ascending, unique), decoding as little as
+        possible and stopping after the last one. Raises :class:`VideoError` if a wanted frame never comes out."""
+        wanted = sorted(set(int(i) for i in wanted))
+        if not wanted:
+            return
+        index_of = self._pts_index()
+        codec = self.stream.codec_context.name
+        if index_of is not None and codec in _SKIP_SAFE_CODECS:
+            yield from self._frames_skipping(wanted, index_of)
+        else:
+            yield from self._frames_sequential(wanted)
+
+    def _rgb(self, frame) -> np.ndarray:
+        return self._reformatter.reformat(frame, format="rgb24").to_ndarray()
+
+    def _decode(self, packet):
+        try:
+            return self.stream.codec_context.decode(packet)
+        except Exception as e:
+            raise VideoError(f"decoding failed ({type(e).__name__}: {_short(e)})", self.source) from e
+
+    def _frames_sequential(self, wanted: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        wanted_set, last = set(wanted), wanted[-1]
+        i = 0
+        for packet in [*self.packets, None]:
+            for frame in self._decode(packet):
+                if i in wanted_set:
+                    yield i, self._rgb(frame)
+                i += 1
+                if i > last:
+                    return
+        raise VideoError(f"video is truncated: frame {i} of {self.total} could not be decoded (wanted up to {last})", self.source)
+
+    def _frames_skipping(self, wanted: list[int], index_of: dict[int, int]) -> Iterator[tuple[int, np.ndarray]]:
+        wanted_set = set(wanted)
+        remaining = len(wanted)
+        cc = self.stream.codec_context
+        for packet in [*self.packets, None]:
+            if packet is not None:
+                # Non-reference frames that are not wanted are dropped by the decoder; reference frames are always
+                # decoded, so every wanted frame gets exactly the pixels of a full sequential decode.
+                cc.skip_frame = "DEFAULT" if index_of[packet.pts] in wanted_set else "NONREF"
+            for frame in self._decode(packet):
+                idx = index_of.get(frame.pts)
+                if idx is None:
+                    raise VideoError(f"decoder returned a frame with unknown pts {frame.pts}", self.source)
+                if idx in wanted_set:
+                    wanted_set.discard(idx)
+                    yield idx, self._rgb(frame)
+                    remaining -= 1
+                    if remaining == 0:
+                        return
+        missing = sorted(wanted_set)
+        raise VideoError(
+            f"video is truncated: {len(missing)} wanted frame(s) could not be decoded (first: {missing[0]}, "
+            f"container says {self.total} frames)",
+            self.source,
+        )
+
+
+def _in_background(it: Iterator[Any], depth: int = 4) -> Iterator[Any]:
+    """Run iterator ``it`` in a helper thread, ``depth`` items ahead; exceptions are re-raised here, and closing the
+    returned generator early stops the helper before returning (so the caller may close the container)."""
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work():
+        try:
+            for x in it:
+                while not stop.is_set():
+                    try:
+                        items.put((True, x), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put((True, done))
+        except BaseException as e:  # handed to the consumer
+            items.put((False, e))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=work, name="ernie-vl-video-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, x = items.get()
+            if not ok:
+                raise x
+            if x is done:
+                return
+            yield x
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                items.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        thread.join()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Processor
+# --------------------------------------------------------------------------------------------------------------------
+def _is_frame(x: Any) -> bool:
+    return isinstance(x, PIL.Image.Image) or (isinstance(x, (np.ndarray, torch.Tensor)) and x.ndim == 3)
+
+
+def flatten_videos(videos: Any) -> list[Any]:
+    """One video or a batch → list of videos (reference ``make_batched_videos``): a video is a path/bytes/file
+    object, a 4-D array/tensor, a list of frames (PIL images or 3-D arrays) or a list of image paths."""
+    if videos is None:
+        return []
+    if isinstance(videos, (str, os.PathLike, bytes, bytearray, memoryview)) or hasattr(videos, "read"):
+        return [videos]
+    if isinstance(videos, (np.ndarray, torch.Tensor)):
+        if videos.ndim == 5:
+            return list(videos)
+        if videos.ndim == 4:
+            return [videos]
+        if videos.ndim == 3:
+            return [videos[None]]
+        raise VideoError(f"video arrays must have 4 (T, H, W, C) or 5 dimensions, got shape {tuple(videos.shape)}")
+    if isinstance(videos, PIL.Image.Image):
+        return [[videos]]
+    if isinstance(videos, (list, tuple)):
+        if not videos:
+            return []
+        if all(_is_frame(f) for f in videos):
+            return [list(videos)]
+        out: list[Any] = []
+        for item in videos:
+            if isinstance(item, (list, tuple)) and item and all(isinstance(f, (str, os.PathLike)) for f in item):
+                out.append(list(item))  # a video given as a list of image paths
+            else:
+                out.extend(flatten_videos(item))
+        return out
+    raise VideoError(f"unsupported video input type {type(videos).__name__}")
+
+
+class VideoProcessor:
+    """Reference-identical video preprocessing.
+
+    ``processor(videos, video_metadata=None, num_frames=None, fps=None, ...)`` →
+    ``{"pixel_values_videos": float32 [Σ T'·gh·gw, 588], "video_grid_thw": int64 [n, 3],
+    "video_metadata": [VideoMetadata, ...]}``.
+    """
+
+    def __init__(
+        self,
+        config: VideoProcessorConfig | None = None,
+        font_path: str | os.PathLike | None = None,
+        decode_thread: bool = True,
+        **overrides,
+    ):
+        if config is None:
+            config = VideoProcessorConfig.from_dict({}, **overrides)
+        elif overrides:
+            config = VideoProcessorConfig(**{**config.__dict__, **overrides})
+        self.config = config
+        # Decode (PyAV releases the GIL) in a helper thread while this one draws/resizes/normalizes.
+        self.decode_thread = decode_thread
+        cfg = config
+        self._normalizer = _Normalizer(
+            cfg.image_mean, cfg.image_std, cfg.rescale_factor, cfg.do_rescale, cfg.do_normalize,
+            repeat=cfg.patch_size * cfg.patch_size,
+        )  # fmt: skip
+        font = font_path if font_path is not None else cfg.font
+        self.drawer = TimestampDrawer(font) if cfg.draw_on_frames and font is not None else None
+        if cfg.draw_on_frames and self.drawer is None:
+            raise AttributeError("Expected a `font` when using `draw_on_frames` in Ernie 4.5 VL; found nothing.")
+
+    # ---------------------------------------------------------------------------------------------------------
+    def num_patches(self, num_frames: int, height: int, width: int) -> int:
+        """Reference ``get_num_of_video_patches``: ``T'·gh·gw`` with ``T'`` rounded up to even."""
+        cfg = self.config
+        h, w = smart_resize(height, width, cfg.factor, cfg.min_pixels, cfg.max_pixels)
+        t = num_frames + (-num_frames % cfg.temporal_patch_size)
+        return t * (h // cfg.patch_size) * (w // cfg.patch_size)
+
+    def __call__(
+        self,
+        videos: Any,
+        video_metadata: Any = None,
+        num_frames: int | None = None,
+        fps: float | None = None,
+        min_frames: int | None = None,
+        max_frames: int | None = None,
+        do_sample_frames: bool | None = None,
+        draw_on_frames: bool | None = None,
+        sources: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        cfg = self.config
+        do_sample = cfg.do_sample_frames if do_sample_frames is None else do_sample_frames
+        draw = cfg.draw_on_frames if draw_on_frames is None else draw_on_frames
+        if draw and self.drawer is None:
+            raise AttributeError("draw_on_frames needs a timestamp font; none was configured")
+        sample_kwargs = dict(
+            num_frames=num_frames if num_frames is not None else cfg.num_frames,
+            fps=fps if fps is not None else cfg.fps,
+            min_frames=min_frames if min_frames is not None else cfg.min_frames,
+            max_frames=max_frames if max_frames is not None else cfg.max_frames,
+        )
+        items = flatten_videos(videos)
+        if not items:
+            raise VideoError("no videos given")
+        metas = self._batched_metadata(video_metadata, len(items))
+
+        plans = []
+        for i, item in enumerate(items):
+            src = sources[i] if sources is not None and i < len(sources) else f"video {i} ({_describe(item)})"
+            plans.append(self._plan(item, metas[i], do_sample, sample_kwargs, src))
+        total_rows = sum(p["rows"] for p in plans)
+        out = torch.empty((total_rows, 3 * cfg.patch_size * cfg.patch_size), dtype=torch.float32)
+        grids = torch.empty((len(plans), 3), dtype=torch.long)
+        start = 0
+        try:
+            for i, plan in enumerate(plans):
+                self._fill(plan, out[start : start + plan["rows"]], draw)
+                grids[i] = torch.tensor(plan["grid"])
+                start += plan["rows"]
+        finally:
+            for plan in plans:
+                if plan.get("opened") is not None:
+                    plan["opened"].close()
+        return {
+            "pixel_values_videos": out,
+            "video_grid_thw": grids,
+            "video_metadata": [p["metadata"] for p in plans],
+        }
+
+    # ---------------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _batched_metadata(video_metadata: Any, n: int) -> list[VideoMetadata | None]:
+        if video_metadata is None:
+            return [None] * n
+        if isinstance(video_metadata, (list, tuple)):
+            flat = []
+            for m in video_metadata:
+                flat.extend(m if isinstance(m, (list, tuple)) else [m])
+        else:
+            flat = [video_metadata]
+        if len(flat) != n:
+            raise VideoError(f"Received {n} videos but {len(flat)} `video_metadata` entries; pass one entry per video")
+        return [VideoMetadata.coerce(m) for m in flat]
+
+    def _plan(self, item: Any, meta: VideoMetadata | None, do_sample: bool, sample_kwargs: dict, src: str) -> dict:
+        """Open/inspect one video and decide which frames to keep and the output geometry."""
+        cfg = self.config
+        plan: dict[str, Any] = {"source": src, "opened": None}
+        if isinstance(item, (str, os.PathLike, bytes, bytearray, memoryview)) or hasattr(item, "read"):
+            opened = _OpenedVideo(item, src)
+            plan["opened"] = opened
+            try:
+                meta = opened.metadata()
+                if do_sample:
+                    indices = sample_frame_indices(meta.total_num_frames, meta.fps, source=src, **sample_kwargs)
+                    meta.indices_are_sampled = True
+                else:
+                    indices = list(range(meta.total_num_frames))
+                meta.frames_indices = indices
+                h0, w0 = opened.height, opened.width
+                n = len(indices)
+            except BaseException:
+                opened.close()
+                plan["opened"] = None
+                raise
+        else:
+            frames = self._frames_array(item, src)  # [T, H0, W0, 3] uint8 numpy or torch
+            total = int(frames.shape[0])
+            if meta is None:
+                meta = VideoMetadata(total_num_frames=total, width=int(frames.shape[2]), height=int(frames.shape[1]))
+                meta.frames_indices = list(range(total))
+            if do_sample:
+                indices = sample_frame_indices(total, meta.fps, source=src, **sample_kwargs)
+                meta.frames_indices = indices
+                meta.indices_are_sampled = True
+                frames = frames[indices]
+            elif meta.frames_indices is None:
+                meta.frames_indices = list(range(total))
+            plan["frames"] = frames
+            h0, w0, n = int(frames.shape[1]), int(frames.shape[2]), int(frames.shape[0])
+        if n == 0:
+            raise VideoError("no frames to process", src)
+        if cfg.do_resize:
+            h, w = smart_resize(h0, w0, cfg.factor, cfg.min_pixels, cfg.max_pixels, source=src)
+        else:
+            h, w = h0, w0
+        t_pad = n + (n % 2)
+        gh, gw = h // cfg.patch_size, w // cfg.patch_size
+        plan.update(metadata=meta, size=(h, w), grid=(t_pad, gh, gw), rows=t_pad * gh * gw, n=n)
+        return plan
+
+    def _frames_array(self, item: Any, src: str):
+        """A video given as frames → ``[T, H, W, 3]`` uint8 (numpy or torch), reference layout rules."""
+        if isinstance(item, (list, tuple)):
+            if item and all(isinstance(f, (str, os.PathLike)) for f in item):
+                frames = [load_image(f, f"{src} frame {k}").permute(1, 2, 0) for k, f in enumerate(item)]
+                return torch.stack(frames)
+            arrs = [np.asarray(f) if isinstance(f, PIL.Image.Image) else f for f in item]
+            if isinstance(arrs[0], torch.Tensor):
+                return self._frames_array(torch.stack(arrs), src)
+            return self._frames_array(np.stack(arrs), src)
+        arr = item
+        if arr.ndim != 4:
+            raise VideoError(f"video arrays must be 4-D (T, H, W, C) or (T, C, H, W), got shape {tuple(arr.shape)}", src)
+        # Reference: channels first if dim 1 is 1 or 3 (first wins when ambiguous), else last.
+        if arr.shape[1] in (1, 3):
+            arr = arr.permute(0, 2, 3, 1) if isinstance(arr, torch.Tensor) else arr.transpose(0, 2, 3, 1)
+        elif arr.shape[3] not in (1, 3):
+            raise VideoError(f"cannot infer the channel axis of a video of shape {tuple(arr.shape)}", src)
+        if arr.shape[3] != 3:
+            raise VideoError(f"videos must have 3 (RGB) channels, got {arr.shape[3]}", src)
+        if arr.dtype not in (np.uint8, torch.uint8):
+            raise VideoError(f"video frames must be uint8, got {arr.dtype}", src)
+        return arr
+
+    def _fill(self, plan: dict, out: torch.Tensor, draw: bool) -> None:
+        """Write the patch rows of one video into ``out`` ``[T'·gh·gw, 588]``."""
+        cfg = self.config
+        h, w = plan["size"]
+        t_pad, gh, gw = plan["grid"]
+        per_frame = gh * gw
+        meta: VideoMetadata = plan["metadata"]
+        src = plan["source"]
+        if draw and meta.fps is None:
+            meta.fps = 24.0  # reference default when the fps is unknown
+        texts = meta.timestamp_texts if draw else None
+
+        def process(k: int, frame_hwc, owned: bool) -> None:
+            if draw:
+                if isinstance(frame_hwc, torch.Tensor):
+                    frame_hwc = frame_hwc.numpy()
+                if not owned or not frame_hwc.flags.writeable:
+                    frame_hwc = np.array(frame_hwc)  # never draw on the caller's frames
+                self.drawer.draw(frame_hwc, texts[k], src)
+            t = frame_hwc if isinstance(frame_hwc, torch.Tensor) else _from_numpy_readonly(frame_hwc)
+            chw = t.permute(2, 0, 1)
+            resized = resize(chw.unsqueeze(0), h, w, cfg.resample)[0] if cfg.do_resize else chw
+            block = out[k * per_frame : (k + 1) * per_frame]
+            patchify_into(block, resized, cfg.patch_size, cfg.merge_size)
+            self._normalizer(block)
+
+        n = plan["n"]
+        if plan.get("opened") is not None:
+            indices = meta.frames_indices
+            position = {idx: k for k, idx in enumerate(indices)}
+            count = 0
+            frames = plan["opened"].frames(indices)
+            if self.decode_thread:
+                frames = _in_background(frames)
+            for idx, arr in frames:
+                process(position[idx], arr, True)
+                count += 1
+            if count != n:
+                raise VideoError(f"decoded {count} of {n} sampled frames", src)
+        else:
+            frames = plan["frames"]
+            for k in range(n):
+                process(k, frames[k], False)
+        if t_pad != n:  # odd frame count: the last (drawn) frame is repeated
+            out[n * per_frame : t_pad * per_frame].copy_(out[(n - 1) * per_frame : n * per_frame])
