@@ -101,7 +101,7 @@ class Benchmark:
         for number, row in rows:
             try:
                 yield convert(row, number)
-            except (RowError, MediaError, KeyError, ValueError, TypeError, IndexError) as exc:
+            except (RowError, MediaError, KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
                 message = str(exc) if isinstance(exc, (RowError, MediaError)) else f"{type(exc).__name__}: {exc}"
                 yield Sample(sample_id=self.row_id(row, number), benchmark=self.name, split=split,
                              question=text(row.get("question")) or "", error=message)

@@ -1,0 +1,109 @@
+"""One tiny dataset per registered benchmark, in one of its published formats.
+
+``build_all(root)`` returns ``{benchmark: data_path}`` (``None`` for ``demo``). Each dataset has two or
+three good rows and, where the format allows, one broken row, so a caller sees both paths. Useful for
+pipeline tests as well: ``get_benchmark(name).load(path)`` works on every entry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .formats import b64, image_struct, jpeg_bytes, png_bytes, write_image, write_json, write_jsonl, write_parquet, \
+    write_tsv, write_video
+
+RED, BLUE = png_bytes((255, 0, 0)), jpeg_bytes((0, 0, 255))
+
+
+def build_all(root: Path) -> dict[str, Path | None]:
+    root = Path(root)
+    paths: dict[str, Path | None] = {}
+
+    paths["mmmu"] = root / "mmmu"
+    write_parquet(paths["mmmu"] / "Art" / "validation-00000-of-00001.parquet", [
+        {"id": "validation_Art_1", "question": "Which colour is <image 1>?", "options": "['red', 'blue']",
+         "answer": "A", "question_type": "multiple-choice", "image_1": image_struct(RED), "image_2": None},
+        {"id": "validation_Art_2", "question": "How many? <image 1> <image 2>", "options": "[]", "answer": "2",
+         "question_type": "open", "image_1": image_struct(RED), "image_2": image_struct(BLUE)},
+    ], image_columns=("image_1", "image_2"))
+
+    paths["mmbench"] = write_tsv(root / "MMBench_DEV_EN.tsv", [
+        {"index": 1, "question": "Animal?", "A": "cat", "B": "dog", "answer": "A", "category": "c",
+         "l2-category": "l", "split": "dev", "image": b64(RED)},
+        {"index": 1000001, "question": "Animal?", "A": "dog", "B": "cat", "answer": "B", "category": "c",
+         "l2-category": "l", "split": "dev", "image": "1"},
+        {"index": 2, "question": "Broken", "A": "x", "B": "y", "answer": "C", "category": "c", "split": "dev",
+         "image": b64(RED)},
+    ])
+
+    paths["mme"] = root / "mme"
+    write_parquet(paths["mme"] / "data" / "test-00000-of-00001.parquet", [
+        {"question_id": "color/1.png", "question": "Is it red? Please answer yes or no.", "answer": "Yes",
+         "category": "color", "image": image_struct(RED)},
+        {"question_id": "color/1.png", "question": "Is it blue? Please answer yes or no.", "answer": "No",
+         "category": "color", "image": image_struct(RED)},
+    ])
+
+    paths["chartqa"] = root / "chartqa"
+    write_image(paths["chartqa"] / "test" / "png" / "1.png", RED)
+    write_json(paths["chartqa"] / "test" / "test_human.json", [{"imgname": "1.png", "query": "Max?", "label": "20"}])
+    write_json(paths["chartqa"] / "test" / "test_augmented.json",
+               [{"imgname": "1.png", "query": "Min?", "label": "0.45"}, {"imgname": "gone.png", "query": "?", "label": "1"}])
+
+    paths["docvqa"] = root / "docvqa"
+    write_image(paths["docvqa"] / "documents" / "d.png", RED)
+    write_json(paths["docvqa"] / "val_v1.0.json", {"data": [
+        {"questionId": 1, "question": "Title?", "image": "documents/d.png", "answers": ["Annual Report"]},
+        {"questionId": 2, "question": "Year?", "image": "documents/d.png", "answers": ["1998"]}]})
+
+    paths["textvqa"] = root / "textvqa"
+    write_image(paths["textvqa"] / "train_images" / "t.jpg", BLUE)
+    write_json(paths["textvqa"] / "TextVQA_0.5.1_val.json", {"data": [
+        {"question_id": 1, "image_id": "t", "question": "what brand?", "answers": ["nike"] * 9 + ["adidas"]}]})
+
+    paths["ai2d"] = root / "ai2d"
+    write_parquet(paths["ai2d"] / "data" / "test-00000-of-00001.parquet", [
+        {"question": "Which stage?", "options": ["egg", "larva", "adult"], "answer": "1", "image": image_struct(RED)}],
+        list_columns=("options",))
+
+    paths["ocrbench"] = write_tsv(root / "OCRBench.tsv", [
+        {"index": 0, "question": "What is written?", "answer": str(["hello"]), "category": "Regular Text Recognition",
+         "image": b64(RED)},
+        {"index": 1, "question": "Formula?", "answer": str(["x^2"]),
+         "category": "Handwritten Mathematical Expression Recognition", "image": b64(BLUE)}])
+
+    paths["pope"] = root / "pope"
+    write_image(paths["pope"] / "val2014" / "COCO_val2014_1.jpg", BLUE)
+    for split, label in (("random", "yes"), ("adversarial", "no")):
+        write_jsonl(paths["pope"] / "output" / "coco" / f"coco_pope_{split}.json", [
+            {"question_id": 1, "image": "COCO_val2014_1.jpg", "text": "Is there a dog in the image?", "label": label}])
+
+    paths["scienceqa"] = root / "scienceqa"
+    write_json(paths["scienceqa"] / "problems.json", {"7": {
+        "question": "Which is a gas?", "choices": ["air", "rock"], "answer": 0, "hint": "Think.", "image": "image.png",
+        "subject": "natural science", "topic": "physics", "grade": "grade3"}})
+    write_json(paths["scienceqa"] / "pid_splits.json", {"test": ["7"]})
+    write_image(paths["scienceqa"] / "images" / "test" / "7" / "image.png", RED)
+
+    paths["realworldqa"] = root / "realworldqa"
+    write_parquet(paths["realworldqa"] / "data" / "test-00000-of-00001.parquet", [
+        {"question": "Which way?\nA. left\nB. right\nPlease answer directly with only the letter of the correct "
+                     "option and nothing else.", "answer": "B", "image": image_struct(RED)}])
+
+    paths["videomme"] = root / "videomme"
+    write_parquet(paths["videomme"] / "videomme" / "test-00000-of-00001.parquet", [
+        {"video_id": "001", "duration": "short", "domain": "Knowledge", "sub_category": "Astronomy",
+         "videoID": "abc", "question_id": "001-1", "task_type": "Counting Problem", "question": "How many?",
+         "options": ["A. 1.", "B. 2.", "C. 3.", "D. 4."], "answer": "B"},
+        {"video_id": "002", "duration": "long", "domain": "Knowledge", "sub_category": "Astronomy",
+         "videoID": "missing", "question_id": "002-1", "task_type": "Counting Problem", "question": "Why?",
+         "options": ["A. a", "B. b", "C. c", "D. d"], "answer": "A"}], image_columns=(), list_columns=("options",))
+    write_video(paths["videomme"] / "data" / "abc.mp4")
+
+    paths["mvbench"] = root / "mvbench"
+    write_json(paths["mvbench"] / "json" / "object_existence.json", [
+        {"video": "v1.mp4", "question": "Is there a cube?", "candidates": ["yes", "no"], "answer": "yes"}])
+    write_video(paths["mvbench"] / "video" / "clevrer" / "video_validation" / "v1.mp4")
+
+    paths["demo"] = None
+    return paths
