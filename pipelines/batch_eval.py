@@ -84,8 +84,8 @@ def _configure_ray_data(verbose: bool) -> None:
     ctx.execution_options.preserve_order = False
     ctx.execution_options.verbose_progress = False
     if not verbose:
-        for name in ("ray.data", "ray.data._internal"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": ours
 
 
 def resolved_dtype(cfg: EvalConfig, plan: ResourcePlan) -> str:
@@ -99,45 +99,53 @@ def resolved_dtype(cfg: EvalConfig, plan: ResourcePlan) -> str:
 def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: Path, fingerprints: dict[str, str],
                   dtype: str):
     """The Ray Data plan: input blocks → preprocess → replicas → score."""
+    import warnings
+
     import ray.data
 
     from .replica import ReplicaStage, replica_ray_args
     from .stages import PreprocessStage, ScoreStage
 
-    ds = ray.data.from_arrow_refs(refs)
-    ds = ds.map_batches(
-        PreprocessStage,
-        fn_constructor_kwargs=dict(model_path=str(model_path), flavor=cfg.flavor, max_new_tokens=cfg.max_new_tokens,
-                                   batch_size=cfg.batch_size, batch_tokens=cfg.batch_tokens,
-                                   max_prompt_tokens=cfg.max_prompt_tokens),
-        batch_size=cfg.batch_size,
-        batch_format="pyarrow",
-        zero_copy_batch=True,
-        max_restarts=2,
-        max_task_retries=2,
-        **plan.preprocess.map_batches_kwargs(),
-    )
-    ds = ds.map_batches(
-        ReplicaStage,
-        fn_constructor_kwargs=dict(model_path=str(model_path), dtype=dtype, device=plan.device,
-                                   torch_threads=plan.torch_threads, expert_shards=cfg.expert_shards,
-                                   batch_size=cfg.batch_size, batch_tokens=cfg.batch_tokens,
-                                   generation=cfg.generation()),
-        batch_size=1,  # one pack (a work-sized model batch) per call
-        batch_format="pyarrow",
-        **replica_ray_args(cfg.max_replica_restarts),
-        **plan.replica.map_batches_kwargs(),
-    )
-    ds = ds.map_batches(
-        ScoreStage,
-        fn_constructor_kwargs=dict(model_path=str(model_path), flavor=cfg.flavor, fingerprints=fingerprints,
-                                   model_name=model_path.name),
-        batch_size=None,
-        batch_format="pyarrow",
-        max_restarts=2,
-        max_task_retries=2,
-        **plan.score.map_batches_kwargs(),
-    )
+    # NOTE: max_restarts / max_task_retries have no named map_batches parameter in Ray 2.60 and go through the
+    # deprecated **ray_remote_args (Ray's own docs still show map_batches(..., max_restarts=0)); bounded retries
+    # matter here (a sample that kills its actor every time must not loop forever), so we keep them and silence it.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
+        ds = ray.data.from_arrow_refs(refs)
+        ds = ds.map_batches(
+            PreprocessStage,
+            fn_constructor_kwargs=dict(model_path=str(model_path), flavor=cfg.flavor, max_new_tokens=cfg.max_new_tokens,
+                                       pack_rows=cfg.batch_size * cfg.pack_batches,
+                                       pack_tokens=cfg.batch_tokens * cfg.pack_batches,
+                                       max_prompt_tokens=cfg.max_prompt_tokens),
+            batch_size=cfg.batch_size * cfg.pack_batches,
+            batch_format="pyarrow",
+            zero_copy_batch=True,
+            max_restarts=2,
+            max_task_retries=2,
+            **plan.preprocess.map_batches_kwargs(),
+        )
+        ds = ds.map_batches(
+            ReplicaStage,
+            fn_constructor_kwargs=dict(model_path=str(model_path), dtype=dtype, device=plan.device,
+                                       torch_threads=plan.torch_threads, expert_shards=cfg.expert_shards,
+                                       batch_size=cfg.batch_size, batch_tokens=cfg.batch_tokens,
+                                       generation=cfg.generation()),
+            batch_size=1,  # one pack (a work-sized model batch) per call
+            batch_format="pyarrow",
+            **replica_ray_args(cfg.max_replica_restarts),
+            **plan.replica.map_batches_kwargs(),
+        )
+        ds = ds.map_batches(
+            ScoreStage,
+            fn_constructor_kwargs=dict(model_path=str(model_path), flavor=cfg.flavor, fingerprints=fingerprints,
+                                       model_name=model_path.name),
+            batch_size=None,
+            batch_format="pyarrow",
+            max_restarts=2,
+            max_task_retries=2,
+            **plan.score.map_batches_kwargs(),
+        )
     return ds
 
 
@@ -241,7 +249,7 @@ def run_eval(cfg: EvalConfig, *, stream=None, verbose: bool = False) -> RunResul
                     continue
                 todo_keys[spec.name].add(key)
                 pending_rows.append(input_row(sample))
-                if len(pending_rows) >= cfg.batch_size:
+                if len(pending_rows) >= cfg.batch_size * cfg.pack_batches:
                     refs.append(ray.put(input_table(pending_rows)))
                     pending_rows = []
         if pending_rows:

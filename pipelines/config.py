@@ -60,6 +60,7 @@ class EvalConfig:
     replicas: int = 1
     batch_size: int = 16  # most samples per model forward
     batch_tokens: int = 16384  # most work (prompt + new tokens, text + visual) per batch
+    pack_batches: int = 4  # model batches per replica call (continuous batching refills slots within a call)
     max_prompt_tokens: int | None = None  # longer prompts become error rows (None: the model's position limit)
     expert_shards: int = 1
     preprocess_actors: int | None = None  # most CPU preprocessing actors (None: from the cluster size)
@@ -77,7 +78,7 @@ class EvalConfig:
             raise ValueError(f"a benchmark is named twice: {names}")
         if self.flavor not in FLAVORS:
             raise ValueError(f"unknown flavor {self.flavor!r}; expected one of {', '.join(FLAVORS)}")
-        for key in ("replicas", "batch_size", "batch_tokens", "max_new_tokens", "expert_shards"):
+        for key in ("replicas", "batch_size", "batch_tokens", "pack_batches", "max_new_tokens", "expert_shards"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.temperature < 0:
@@ -121,7 +122,12 @@ class StageResources:
     concurrency: int | tuple[int, int] = 1
 
     def map_batches_kwargs(self) -> dict:
-        kw = {"num_cpus": self.num_cpus, "concurrency": self.concurrency}
+        """`num_cpus`, `num_gpus` and `compute` (an actor pool) for `Dataset.map_batches`."""
+        from ray.data import ActorPoolStrategy
+
+        c = self.concurrency
+        pool = ActorPoolStrategy(size=c) if isinstance(c, int) else ActorPoolStrategy(min_size=c[0], max_size=c[1])
+        kw = {"num_cpus": self.num_cpus, "compute": pool}
         if self.num_gpus:
             kw["num_gpus"] = self.num_gpus
         return kw

@@ -112,6 +112,7 @@ class ProgressPrinter:
         self.interval = interval if interval is not None else (0.5 if self.tty else 10.0)
         self._last = 0.0
         self._drawn = 0
+        self._shown: list[str] = []
 
     def update(self, force: bool = False) -> None:
         if not self.enabled:
@@ -121,6 +122,9 @@ class ProgressPrinter:
             return
         self._last = now
         lines = [b.line() for b in self.benchmarks]
+        if lines == self._shown:
+            return
+        self._shown = lines
         if self.tty:
             if self._drawn:
                 self.stream.write(f"\x1b[{self._drawn}F")  # cursor up to the first line we drew

@@ -98,6 +98,23 @@ class ReplicaStage:
         self.generation = dict(generation)
         self.eos = eos
         self.pid = os.getpid()
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """Run one tiny image + text request so first-call costs (allocator, kernel selection, lazy buffers) are paid
+        while the preprocessing actors fill the queue, not by the first real batch. Best effort: never fails."""
+        import torch
+
+        from ernie_vl.engine import Prepared
+
+        cfg = self.engine.model.config
+        try:
+            D = cfg.vision.patch_dim
+            ids = torch.tensor([cfg.image_start_token_id, cfg.image_token_id, cfg.image_end_token_id, 5, 6, 7])
+            req = Prepared(input_ids=ids, pixel_values=torch.zeros(4, D), image_grid_thw=torch.tensor([[1, 2, 2]]))
+            self.engine.generate([req, req], self.settings(2))
+        except Exception:  # noqa: BLE001 - an optimisation only; real errors surface on real batches
+            pass
 
     def settings(self, max_new_tokens: int):
         from ernie_vl.engine import GenerationSettings

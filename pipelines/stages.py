@@ -6,10 +6,11 @@
 * **Input rows** (`input_table`): `Sample.to_record()` + the sample's media (kind, bytes or path) + the reader's
   error. Media stay encoded (bytes or paths) until a preprocessing actor decodes them.
 * **PreprocessStage** (CPU actor pool): builds the benchmark's chat messages, runs the `ernie_vl` processor (media
-  decode, resize, patchify, chat template, tokenize) and emits *packs*: one row per model batch, closed when the
-  batch's work (prompt tokens, text + visual, plus new tokens) would exceed `batch_tokens` or it holds `batch_size`
-  samples. Each pack carries compact numpy tensors (token ids, pixel rows, grids) — never PIL images — and the error
-  rows of its input batch, so every sample reaches the writer exactly once, failed or not. Batching by work here,
+  decode, resize, patchify, chat template, tokenize) and emits *packs*: one row per replica call, closed when the
+  pack's work (prompt tokens, text + visual, plus new tokens) would exceed `pack_tokens` or it holds `pack_rows`
+  samples (`pack_batches` model batches, so the engine's continuous batching refills freed slots within a call).
+  Each pack carries compact numpy tensors (token ids, pixel rows, grids) — never PIL images — and the error rows
+  of its input batch, so every sample reaches the writer exactly once, failed or not. Batching by work here,
   not by row count, keeps the model stage's batches equally expensive whatever mix of images, videos and text.
 * **ScoreStage** (CPU actor): detokenizes, runs the benchmark's extractor and metric, and returns rows in
   `PREDICTIONS_SCHEMA`. It never writes files: the driver does (see resume.py for why).
@@ -113,24 +114,21 @@ def _np(x) -> np.ndarray | None:
 
 
 def _frames(out: dict) -> tuple[list[int] | None, list[float] | None]:
-    """Sampled frame indices and timestamps from the processor's video metadata (any of its spellings)."""
+    """Sampled frame indices and timestamps (seconds) of every video of one sample, from the processor's metadata."""
     metas = out.get("video_metadata")
     if not metas:
         return None, None
-    if not isinstance(metas, (list, tuple)):
-        metas = [metas]
     idx: list[int] = []
     ts: list[float] = []
-    for m in metas:
-        get = (lambda k: m.get(k)) if isinstance(m, dict) else (lambda k: getattr(m, k, None))
-        fi = next((get(k) for k in ("frames_indices", "frame_indices", "indices") if get(k) is not None), None)
-        tt = next((get(k) for k in ("timestamps", "frame_timestamps") if get(k) is not None), None)
+    for m in metas if isinstance(metas, (list, tuple)) else [metas]:
+        d = m.to_dict() if hasattr(m, "to_dict") else dict(m)
+        fi = d.get("frames_indices")
         if fi is not None:
-            idx += [int(i) for i in np.asarray(fi).reshape(-1)]
-        if tt is not None:
-            ts += [float(t) for t in np.asarray(tt).reshape(-1)]
-        elif fi is not None and get("fps"):
-            ts += [int(i) / float(get("fps")) for i in np.asarray(fi).reshape(-1)]
+            idx += [int(i) for i in fi]
+            t = d.get("timestamps")
+            if t is None and d.get("fps"):
+                t = [int(i) / float(d["fps"]) for i in fi]
+            ts += [float(x) for x in t or []]
     return (idx or None), (ts or None)
 
 
@@ -140,7 +138,7 @@ class PreprocessStage:
     Built once per actor: the processor of the checkpoint and the benchmark objects.
     """
 
-    def __init__(self, model_path: str, flavor: str, max_new_tokens: int, batch_size: int, batch_tokens: int,
+    def __init__(self, model_path: str, flavor: str, max_new_tokens: int, pack_rows: int, pack_tokens: int,
                  max_prompt_tokens: int | None = None):
         import torch
 
@@ -156,8 +154,8 @@ class PreprocessStage:
         self.max_prompt_tokens = min(limit, max_prompt_tokens) if max_prompt_tokens else limit
         self.flavor = flavor
         self.max_new_tokens = max_new_tokens
-        self.batch_size = batch_size
-        self.batch_tokens = batch_tokens
+        self.pack_rows = pack_rows
+        self.pack_tokens = pack_tokens
         self._benchmarks: dict[str, Any] = {}
 
     def _benchmark(self, name: str):
@@ -190,15 +188,17 @@ class PreprocessStage:
         sample = sample_from_row(row)
         bench = self._benchmark(sample.benchmark)
         messages = bench.build_messages(sample, self.flavor)
-        kw = dict(tokenize=True, return_dict=True, return_tensors="pt")
-        if messages and messages[-1].get("role") == "assistant":  # a prefill the model continues (MVBench)
-            kw.update(add_generation_prompt=False, continue_final_message=True)
-        else:
-            kw.update(add_generation_prompt=True)
-        sampling = getattr(bench, "video_sampling", None)
-        if sampling and any(m.kind == "video" for m in sample.media):
-            kw["videos_kwargs"] = dict(sampling)
-        out = self.processor.apply_chat_template(messages, **kw)
+        kw: dict[str, Any] = dict(return_tensors="pt", source=f"{sample.benchmark}/{sample.sample_id}")
+        videos = any(m.kind == "video" for m in sample.media)
+        if videos:
+            sampling = dict(getattr(bench, "video_sampling", None) or {})
+            if "num_frames" in sampling:
+                # an explicit frame count is the benchmark's policy; the processor's default bounds
+                # (min_frames=16) would reject e.g. the demo's 4 frames, so widen them to include it
+                sampling.setdefault("min_frames", min(int(sampling["num_frames"]), 16))
+                sampling.setdefault("max_frames", max(int(sampling["num_frames"]), 180))
+            kw.update(sampling, return_metadata=True)
+        out = self._process(messages, kw)
         prepared = Prepared.from_processor(out)
         ids = prepared.input_ids
         n = int(ids.numel())
@@ -211,13 +211,33 @@ class PreprocessStage:
             return
         item["tensors"] = {k: _np(getattr(prepared, k)) for k in TENSOR_KEYS}
 
+    def _process(self, messages: list[dict], kw: dict) -> dict:
+        """Chat template + processor. A trailing assistant message is a prefill the model continues (VLMEvalKit's
+        MVBench "Best option:("): rendered without a generation prompt and cut right after the prefill text, as
+        transformers' `continue_final_message=True` does."""
+        if not (messages and messages[-1].get("role") == "assistant"):
+            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                      return_dict=True, **kw)
+        from ernie_vl.chat import collect_media, normalize_conversation
+
+        content = messages[-1]["content"]
+        final = content if isinstance(content, str) else "".join(
+            p.get("text", "") for p in content if p.get("type") == "text")
+        prompt = self.processor.apply_chat_template(messages, add_generation_prompt=False, tokenize=False)
+        cut = prompt.rfind(final) if final else -1
+        if cut < 0:
+            raise ValueError("could not locate the assistant prefill in the rendered prompt")
+        prompt = prompt[: cut + len(final)]
+        images, videos = collect_media(normalize_conversation(messages))
+        return self.processor(text=prompt, images=images or None, videos=videos or None, **kw)
+
     def packs(self, items: list[dict]) -> Iterator[list[dict]]:
         """Group prepared items into packs by work; error items ride along in the current pack for free."""
         cur: list[dict] = []
         work = rows = 0
         for it in items:
             w = it["prompt_tokens"] + it["max_new_tokens"] if it["tensors"] is not None else 0
-            if cur and w and (rows + 1 > self.batch_size or work + w > self.batch_tokens):
+            if cur and w and (rows + 1 > self.pack_rows or work + w > self.pack_tokens):
                 yield cur
                 cur, work, rows = [], 0, 0
             cur.append(it)
