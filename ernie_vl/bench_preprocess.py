@@ -72,8 +72,21 @@ def make_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def write_video(path: Path, frames: int, width: int, height: int, fps: int, codec: str, fmt: str | None = None, seed: int = 0) -> Path:
-    """A synthetic moving-pattern video (moving gradient + moving block) written with PyAV."""
+def write_video(
+    path: Path,
+    frames: int,
+    width: int,
+    height: int,
+    fps: int,
+    codec: str = "libx264",
+    fmt: str | None = None,
+    seed: int = 0,
+    pix_fmt: str = "yuv420p",
+) -> Path:
+    """A synthetic moving-pattern video (textured background, moving gradient and block) written with PyAV.
+
+    ``fmt`` is the container (``None``: from the file name); odd sizes need e.g. ``pix_fmt="yuv444p"`` with libx264.
+    """
     import av
 
     rng = np.random.default_rng(seed)
@@ -81,7 +94,7 @@ def write_video(path: Path, frames: int, width: int, height: int, fps: int, code
     base = _photo(height, width, rng).astype(np.int32)
     with av.open(str(path), "w", format=fmt) as c:
         s = c.add_stream(codec, rate=fps)
-        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        s.width, s.height, s.pix_fmt = width, height, pix_fmt
         for i in range(frames):
             img = (base + ((xx + 3 * i) % 64)[..., None] + ((yy + 2 * i) % 48)[..., None]) % 256
             x0 = (5 * i) % max(1, width - 40)

@@ -55,6 +55,9 @@ from .image import (
 
 # Codecs whose decoders honour ``skip_frame = NONREF`` exactly (they only drop frames nothing else references).
 _SKIP_SAFE_CODECS = frozenset({"h264", "hevc", "mpeg4", "mpeg2video", "mpeg1video"})
+# Containers whose packet pts are presentation timestamps (AVI's are decode-order counters, for instance), so that
+# sorting them gives the decoder's output order.
+_PTS_RELIABLE_FORMATS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"})
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -396,7 +399,7 @@ class _OpenedVideo:
             return
         index_of = self._pts_index()
         codec = self.stream.codec_context.name
-        if index_of is not None and codec in _SKIP_SAFE_CODECS:
+        if index_of is not None and codec in _SKIP_SAFE_CODECS and self.container.format.name in _PTS_RELIABLE_FORMATS:
             yield from self._frames_skipping(wanted, index_of)
         else:
             yield from self._frames_sequential(wanted)
@@ -425,6 +428,7 @@ class _OpenedVideo:
     def _frames_skipping(self, wanted: list[int], index_of: dict[int, int]) -> Iterator[tuple[int, np.ndarray]]:
         wanted_set = set(wanted)
         remaining = len(wanted)
+        last_idx = -1
         cc = self.stream.codec_context
         for packet in [*self.packets, None]:
             if packet is not None:
@@ -433,8 +437,14 @@ class _OpenedVideo:
                 cc.skip_frame = "DEFAULT" if index_of[packet.pts] in wanted_set else "NONREF"
             for frame in self._decode(packet):
                 idx = index_of.get(frame.pts)
-                if idx is None:
-                    raise VideoError(f"decoder returned a frame with unknown pts {frame.pts}", self.source)
+                if idx is None or idx <= last_idx:
+                    # Output order disagrees with the packet timestamps: refuse rather than mislabel frames.
+                    raise VideoError(
+                        f"decoder output order does not follow the packet timestamps (pts {frame.pts}); "
+                        "cannot map frames to indices",
+                        self.source,
+                    )
+                last_idx = idx
                 if idx in wanted_set:
                     wanted_set.discard(idx)
                     yield idx, self._rgb(frame)

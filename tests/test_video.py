@@ -1,0 +1,326 @@
+"""Video processing: parity with transformers 5.23.0 (Ernie4_5_VLMoeVideoProcessor fed by transformers' PyAV reader)
+on generated videos of 1–400 frames, 24/25/30 fps, H.264/MPEG-4/VP9 in mp4/avi/mkv/webm, odd sizes; sampling
+rules; timestamps; metadata; errors.
+
+Videos are small (≤ 97×64 px) and most parity cases use a small ``size`` so that the whole file runs in seconds; one
+case runs the checkpoint defaults (upscaling to 234 416 px per frame).
+"""
+
+from __future__ import annotations
+
+import io
+from functools import partial
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ernie_vl.bench_preprocess import write_video
+from ernie_vl.errors import VideoError
+from ernie_vl.processor import PACKAGED_FONT
+from ernie_vl.video import (
+    VideoMetadata,
+    VideoProcessor,
+    VideoProcessorConfig,
+    _OpenedVideo,
+    sample_frame_indices,
+    timestamp_texts,
+)
+
+transformers = pytest.importorskip("transformers")
+from transformers import Ernie4_5_VLMoeVideoProcessor  # noqa: E402
+from transformers.video_utils import VideoMetadata as HFVideoMetadata  # noqa: E402
+from transformers.video_utils import load_video  # noqa: E402
+
+SMALL = {"shortest_edge": 56 * 56, "longest_edge": 112 * 112}
+FONT = str(PACKAGED_FONT)
+
+# name: (frames, width, height, fps, codec, container, pix_fmt)
+VIDEOS = {
+    "n1_h264_24.mp4": (1, 64, 48, 24, "libx264", "mp4", "yuv420p"),
+    "n7_mpeg4_25_odd.avi": (7, 97, 61, 25, "mpeg4", "avi", "yuv420p"),
+    "n16_h264_30.mkv": (16, 96, 64, 30, "libx264", "matroska", "yuv420p"),
+    "n181_h264_24_odd444.mp4": (181, 97, 61, 24, "libx264", "mp4", "yuv444p"),
+    "n181_mpeg4_30.avi": (181, 80, 60, 30, "mpeg4", "avi", "yuv420p"),
+    "n400_h264_30.mp4": (400, 80, 60, 30, "libx264", "mp4", "yuv420p"),
+    "n400_mpeg4_25.mp4": (400, 64, 48, 25, "mpeg4", "mp4", "yuv420p"),
+    "n50_h264_25.avi": (50, 64, 48, 25, "libx264", "avi", "yuv420p"),
+    "n40_vp9_24.webm": (40, 64, 48, 24, "libvpx-vp9", "webm", "yuv420p"),
+}
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    d = tmp_path_factory.mktemp("videos")
+    out = {}
+    for i, (name, (n, w, h, fps, codec, fmt, pix)) in enumerate(VIDEOS.items()):
+        out[name] = str(write_video(d / name, n, w, h, fps, codec, fmt, seed=i, pix_fmt=pix))
+    return out
+
+
+def _ours(size=SMALL, **kw) -> VideoProcessor:
+    cfg = VideoProcessorConfig.from_dict({"size": size})
+    return VideoProcessor(cfg, font_path=FONT, **kw)
+
+
+def _ref(size=SMALL, **kw):
+    return Ernie4_5_VLMoeVideoProcessor(size=size, font=FONT, **kw)
+
+
+def _all_frames(path):
+    with av.open(path) as c:
+        s = c.streams.video[0]
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(s)]), float(s.average_rate)
+
+
+def reference_from_file(ref, path, **sample_kwargs):
+    """The reference pipeline with transformers' PyAV reader (its torchcodec default is not installed here)."""
+    frames, md = load_video(path, backend="pyav", sample_indices_fn=partial(ref.sample_frames, **sample_kwargs))
+    return ref(videos=[frames], video_metadata=[md], do_sample_frames=False, return_tensors="pt", return_metadata=True)
+
+
+def reference_from_all_frames(ref, path, **sample_kwargs):
+    """Reference processor on the fully decoded video (used where transformers' reader cannot read the container)."""
+    frames, fps = _all_frames(path)
+    md = {"total_num_frames": len(frames), "fps": fps}
+    return ref(videos=[frames], video_metadata=[md], do_sample_frames=True, return_tensors="pt", return_metadata=True, **sample_kwargs)
+
+
+def assert_same(a, b):
+    assert a["video_grid_thw"].tolist() == b["video_grid_thw"].tolist()
+    assert a["pixel_values_videos"].shape == b["pixel_values_videos"].shape
+    assert a["pixel_values_videos"].dtype == b["pixel_values_videos"].dtype == torch.float32
+    diff = (a["pixel_values_videos"] - b["pixel_values_videos"]).abs().max().item()
+    assert diff <= 1e-4, diff
+    return diff
+
+
+# ------------------------------------------------------------------------------------------------------------ parity
+@pytest.mark.parametrize("name", [n for n in VIDEOS if not n.endswith((".mkv", ".webm"))])
+def test_parity_with_reference_pyav_reader(media, name):
+    ref, ours = _ref(), _ours()
+    a = reference_from_file(ref, media[name])
+    b = ours(media[name])
+    assert_same(a, b)
+    md_ref, md = a["video_metadata"][0], b["video_metadata"][0]
+    assert md.total_num_frames == md_ref.total_num_frames and md.fps == md_ref.fps
+    assert md.frames_indices == [int(i) for i in md_ref.frames_indices]
+    assert md.timestamps == pytest.approx([float(t) for t in md_ref.timestamps])
+
+
+@pytest.mark.parametrize("name", ["n16_h264_30.mkv", "n40_vp9_24.webm", "n400_h264_30.mp4"])
+def test_parity_with_reference_on_all_frames(media, name):
+    """Containers without a frame count (Matroska/WebM): transformers' reader divides by zero; we count packets."""
+    a = reference_from_all_frames(_ref(), media[name])
+    b = _ours()(media[name])
+    assert_same(a, b)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(num_frames=20), dict(num_frames=16), dict(fps=2), dict(fps=0.5), dict(fps=7.3), dict(min_frames=4, max_frames=9),
+     dict(num_frames=5, min_frames=2, max_frames=8)],
+)  # fmt: skip
+def test_sampling_options_parity(media, kwargs):
+    path = media["n400_h264_30.mp4"]
+    ref_kwargs = {k: v for k, v in kwargs.items()}
+    a = reference_from_file(_ref(), path, **ref_kwargs)
+    b = _ours()(path, **kwargs)
+    assert_same(a, b)
+
+
+def test_default_checkpoint_config_parity(media):
+    """Checkpoint defaults: frames upscaled to the video min pixels (234 416), timestamps at the drawn size."""
+    path = media["n7_mpeg4_25_odd.avi"]
+    cfg = VideoProcessorConfig()
+    ref = Ernie4_5_VLMoeVideoProcessor(font=FONT)
+    a = reference_from_file(ref, path)
+    b = VideoProcessor(cfg, font_path=FONT)(path)
+    assert_same(a, b)
+    t, gh, gw = b["video_grid_thw"][0].tolist()
+    assert t == 8 and gh * gw * 14 * 14 >= 299 * 28 * 28
+
+
+def test_bytes_and_file_objects(media):
+    path = media["n181_mpeg4_30.avi"]
+    ours = _ours()
+    a = ours(path)
+    raw = open(path, "rb").read()
+    b = ours(raw)
+    c = ours(io.BytesIO(raw))
+    assert torch.equal(a["pixel_values_videos"], b["pixel_values_videos"])
+    assert torch.equal(a["pixel_values_videos"], c["pixel_values_videos"])
+
+
+def test_batch_of_videos_matches_single_calls(media):
+    ours = _ours()
+    names = ["n7_mpeg4_25_odd.avi", "n1_h264_24.mp4", "n7_mpeg4_25_odd.avi"]
+    batch = ours([media[n] for n in names])
+    singles = [ours(media[n]) for n in names]
+    assert torch.equal(batch["pixel_values_videos"], torch.cat([s["pixel_values_videos"] for s in singles]))
+    assert batch["video_grid_thw"].tolist() == [s["video_grid_thw"][0].tolist() for s in singles]
+
+
+@pytest.mark.parametrize("container", ["mp4", "matroska"])
+def test_skipping_decoder_equals_sequential_decode(tmp_path, container):
+    """NONREF frame dropping (h264 with B-frames) returns exactly the frames of a full sequential decode."""
+    path = str(write_video(tmp_path / f"v.{container}", 400, 48, 32, 30, "libx264", container, seed=3))
+    wanted = sample_frame_indices(400, 30.0, num_frames=37, min_frames=1, max_frames=400)
+    v1, v2 = _OpenedVideo(path, "a"), _OpenedVideo(path, "b")
+    try:
+        index_of = v1._pts_index()
+        assert index_of is not None
+        fast = list(v1._frames_skipping(wanted, index_of))
+        slow = list(v2._frames_sequential(wanted))
+    finally:
+        v1.close()
+        v2.close()
+    assert [i for i, _ in fast] == [i for i, _ in slow] == wanted
+    assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(fast, slow))
+
+
+def test_decode_thread_off_is_identical(media):
+    path = media["n400_mpeg4_25.mp4"]
+    a = _ours(decode_thread=True)(path)
+    b = _ours(decode_thread=False)(path)
+    assert torch.equal(a["pixel_values_videos"], b["pixel_values_videos"])
+
+
+# ------------------------------------------------------------------------------------------------------------ arrays
+def test_arrays_and_frame_lists_parity(media):
+    frames, fps = _all_frames(media["n50_h264_25.avi"])
+    ours, ref = _ours(), _ref()
+    md = {"total_num_frames": len(frames), "fps": fps}
+    a = ref(videos=[frames.copy()], video_metadata=[md], return_tensors="pt")
+    assert_same(a, ours(frames, video_metadata=[md]))
+    # channels-first torch tensor
+    t = torch.from_numpy(frames.copy()).permute(0, 3, 1, 2)
+    assert_same(a, ours(t, video_metadata=md))
+    # list of PIL frames, no metadata: fps unknown -> 24 (reference default), sampled indices
+    pil = [Image.fromarray(f) for f in frames[:9]]
+    a = ref(videos=[pil], return_tensors="pt")
+    assert_same(a, ours([pil]))
+    # without sampling the reference uses float64 timestamps of list indices
+    md5 = {"total_num_frames": 5, "fps": 3.0, "frames_indices": [0, 1, 2, 3, 4]}
+    a = ref(videos=[frames[:5].copy()], do_sample_frames=False, video_metadata=[md5], return_tensors="pt")
+    assert_same(a, ours(frames[:5], do_sample_frames=False, video_metadata=md5))
+    # (the reference refuses metadata without frames_indices here; we default them to 0..T-1)
+    assert_same(a, ours(frames[:5], do_sample_frames=False, video_metadata={"total_num_frames": 5, "fps": 3.0}))
+    # drawing never touches the caller's frames (the reference draws on them in place)
+    before = frames.copy()
+    ours(frames, video_metadata=md)
+    assert np.array_equal(before, frames)
+
+
+def test_no_timestamps(media):
+    path = media["n7_mpeg4_25_odd.avi"]
+    a = reference_from_file(_ref(draw_on_frames=False), path)
+    b = _ours()(path, draw_on_frames=False)
+    assert_same(a, b)
+
+
+# ------------------------------------------------------------------------------------------------------------ rules
+@pytest.mark.parametrize("total", [1, 2, 7, 15, 16, 17, 100, 179, 180, 181, 399, 400, 1001, 7919])
+@pytest.mark.parametrize("video_fps", [23.976, 24.0, 25.0, 29.97, 30.0, 60.0])
+def test_sample_frame_indices_parity(total, video_fps):
+    ref = Ernie4_5_VLMoeVideoProcessor(font=FONT)
+    md = HFVideoMetadata(total_num_frames=total, fps=video_fps)
+    for kwargs in [{}, {"fps": 1}, {"fps": 2.5}, {"num_frames": 16}, {"num_frames": 33, "max_frames": 64}]:
+        try:
+            expected = [int(i) for i in ref.sample_frames(md, **kwargs)]
+        except ValueError:
+            with pytest.raises(VideoError):
+                sample_frame_indices(total, video_fps, **kwargs)
+            continue
+        assert sample_frame_indices(total, video_fps, **kwargs) == expected
+
+
+def test_sampling_errors():
+    with pytest.raises(VideoError, match="mutually exclusive"):
+        sample_frame_indices(100, 25.0, num_frames=20, fps=2)
+    with pytest.raises(VideoError, match="num_frames"):
+        sample_frame_indices(100, 25.0, num_frames=200)
+    with pytest.raises(VideoError, match="total_num_frames=8"):
+        sample_frame_indices(8, 25.0, num_frames=10, min_frames=1)
+    with pytest.raises(VideoError, match="fps"):
+        sample_frame_indices(100, None, fps=2)
+    assert isinstance(VideoError("x"), ValueError)
+
+
+@pytest.mark.parametrize("fps", [24.0, 25.0, 29.97, 30.0, 23.976, 7.0])
+def test_timestamp_texts_parity(fps):
+    ref = Ernie4_5_VLMoeVideoProcessor(font=FONT)
+    indices = list(range(0, 5000, 7)) + [86399 * 30, 3600 * 25 + 1]
+    md = HFVideoMetadata(total_num_frames=10**7, fps=fps, frames_indices=torch.tensor(indices, dtype=torch.int32))
+    expected = [ref._convert_timestamp(t) for t in md.timestamps]
+    assert timestamp_texts(indices, fps, float32=True) == expected
+    md = HFVideoMetadata(total_num_frames=10**7, fps=fps, frames_indices=indices)
+    assert timestamp_texts(indices, fps, float32=False) == [ref._convert_timestamp(t) for t in md.timestamps]
+
+
+def test_metadata_record(media):
+    out = _ours()(media["n400_h264_30.mp4"], num_frames=20)
+    md: VideoMetadata = out["video_metadata"][0]
+    rec = md.to_dict()
+    assert rec["total_num_frames"] == 400 and rec["fps"] == 30.0 and rec["video_backend"] == "pyav"
+    assert rec["frames_indices"] == [int(i * 20) for i in range(20)]
+    assert rec["timestamps"][:3] == pytest.approx([0.0, 20 / 30, 40 / 30])
+    assert md.timestamp_texts[1] == "time: 00:00:00.67"
+
+
+def test_num_patches_matches_output(media):
+    ours = _ours()
+    out = ours(media["n7_mpeg4_25_odd.avi"])
+    assert out["pixel_values_videos"].shape[0] == ours.num_patches(7, 61, 97)
+    ref = _ref()
+    assert ours.num_patches(7, 61, 97) == ref.get_num_of_video_patches(7, 61, 97)
+
+
+# ------------------------------------------------------------------------------------------------------------ errors
+def test_bad_inputs(tmp_path, media):
+    ours = _ours()
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(VideoError, match="empty"):
+        ours(str(empty))
+    with pytest.raises(VideoError, match="not found"):
+        ours(str(tmp_path / "missing.mp4"))
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    with pytest.raises(VideoError, match="junk.mp4"):
+        ours(str(junk))
+    # an audio-only file: no video stream
+    wav = tmp_path / "audio.wav"
+    with av.open(str(wav), "w") as c:
+        s = c.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for p in s.encode(frame):
+            c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    with pytest.raises(VideoError, match="no video stream"):
+        ours(str(wav))
+    # truncated: an mp4 cut in half loses its index; an avi cut in half loses frames its header promises
+    raw = open(media["n400_h264_30.mp4"], "rb").read()
+    with pytest.raises(VideoError):
+        ours(raw[: len(raw) // 2])
+    raw = open(media["n181_mpeg4_30.avi"], "rb").read()
+    with pytest.raises(VideoError, match="truncated|cannot"):
+        ours(raw[: len(raw) // 2])
+    with pytest.raises(VideoError, match="remote URLs"):
+        ours("https://example.com/v.mp4")
+    with pytest.raises(VideoError, match="channel"):
+        ours(np.zeros((4, 32, 32, 4), np.uint8))
+    with pytest.raises(VideoError, match="too small"):
+        ours(np.zeros((2, 9, 40, 3), np.uint8))
+    with pytest.raises(VideoError, match="2 videos but 1"):
+        ours([np.zeros((2, 32, 32, 3), np.uint8)] * 2, video_metadata=[{"total_num_frames": 2, "fps": 1.0}])
+
+
+def test_font_is_required_for_drawing(tmp_path):
+    with pytest.raises(OSError):
+        VideoProcessor(font_path=tmp_path / "nope.ttf")
+    VideoProcessor(VideoProcessorConfig(draw_on_frames=False, font=None))
