@@ -164,13 +164,15 @@ def _plain(value: Any) -> Any:
     return f"<{type(value).__name__}>"
 
 
-def normalize_conversation(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def normalize_conversation(messages: Sequence[Mapping[str, Any]], source: str | None = None) -> list[dict[str, Any]]:
     """Drop ``None``-valued keys and turn OpenAI ``{"type": "image_url", "image_url": {"url": ...}}`` parts into
     ``{"type": "image", "url": ...}`` (what transformers does before rendering). Returns new dicts."""
     out = []
     for i, msg in enumerate(messages):
         if not isinstance(msg, Mapping):
-            raise ChatFormatError(f"message {i} is a {type(msg).__name__}, expected a dict with 'role' and 'content'")
+            raise ChatFormatError(
+                f"message {i} is a {type(msg).__name__}, expected a dict with 'role' and 'content'", source
+            )
         msg = {k: v for k, v in msg.items() if v is not None}
         content = msg.get("content")
         if isinstance(content, list):

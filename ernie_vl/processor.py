@@ -201,7 +201,10 @@ class Processor:
                     f"the checkpoint folder; copy it there or pass font=... (e.g. ernie_vl.processor.PACKAGED_FONT)"
                 )
         tokenizer = Tokenizer.from_pretrained(path)
-        template = _load_chat_template(path, nested) or tokenizer.chat_template
+        if (path / "tokenizer.json").is_file():
+            template = _load_chat_template(path, nested) or tokenizer.chat_template
+        else:  # original SentencePiece checkpoint: its template predates the HF placeholders
+            template = tokenizer.chat_template or DEFAULT_CHAT_TEMPLATE
         return cls(
             tokenizer,
             ImageProcessor(image_config),
@@ -412,7 +415,7 @@ class Processor:
         **template_kwargs: Any,
     ) -> str:
         """Render one conversation with the chat template (after validating its parts)."""
-        messages = chatlib.normalize_conversation(conversation)
+        messages = chatlib.normalize_conversation(conversation, source)
         chatlib.validate_conversation(messages, source)
         return chatlib.render(
             chat_template or self.chat_template,
@@ -458,7 +461,7 @@ class Processor:
         prompts, all_images, all_videos = [], [], []
         for b, conv in enumerate(conversations):
             src = source if not batched else f"{source or 'conversation'} [{b}]"
-            messages = chatlib.normalize_conversation(conv)
+            messages = chatlib.normalize_conversation(conv, src)
             chatlib.validate_conversation(messages, src)
             prompts.append(
                 chatlib.render(

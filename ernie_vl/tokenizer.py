@@ -368,8 +368,6 @@ def convert_sentencepiece(model_path: str | Path, config: dict[str, Any] | None 
     backend = _build_backend(vocab, _merges_from_vocab(vocab))
 
     user_cfg = dict(config or {})
-    # control (3) and user-defined (4) pieces are added tokens; control ones are special.
-    added = [AddedToken(p, normalized=False, special=(t == 3)) for p, _, t in pieces if t in (3, 4)]
     named = {**NAMED_SPECIAL_DEFAULTS}
     for attr in named:
         value = user_cfg.get(attr)
@@ -377,18 +375,34 @@ def convert_sentencepiece(model_path: str | Path, config: dict[str, Any] | None 
             value = value.get("content")
         if value:
             named[attr] = value
-    special_strings = list(dict.fromkeys([*named.values(), *(a.content for a in added if a.content not in DIGITS)]))
-    backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in special_strings])
-    backend.add_tokens([a for a in added if a.content in DIGITS])
-    backend.add_tokens([AddedToken(d, normalized=False, special=False) for d in DIGITS])
-    backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in CONVERTER_EXTRA_SPECIAL])
+    named_set = set(named.values())
+    # Control (3) and user-defined (4) pieces become added tokens, in id order. Control pieces are special;
+    # user-defined ones only when they are one of the named special tokens (transformers' rule).
+    spm_added = [(p, t == 3 or p in named_set) for p, _, t in pieces if t in (3, 4)]
+    spm_contents = {p for p, _ in spm_added}
+    for p, special in spm_added:
+        if p in DIGITS and not special:
+            backend.add_tokens([AddedToken(p, normalized=False, special=False)])
+        elif special:
+            backend.add_special_tokens([AddedToken(p, normalized=False, special=True)])
+        else:
+            backend.add_tokens([AddedToken(p, normalized=False, special=False)])
+    backend.add_special_tokens(
+        [AddedToken(t, normalized=False, special=True) for t in named.values() if t not in spm_contents]
+    )
+    # The converter adds the ten digits as non-special tokens and registers the multimodal/thinking tokens.
+    backend.add_tokens([AddedToken(d, normalized=False, special=False) for d in DIGITS if d not in spm_contents])
+    backend.add_special_tokens(
+        [AddedToken(t, normalized=False, special=True) for t in CONVERTER_EXTRA_SPECIAL if t not in spm_contents]
+    )
+    special_strings = list(dict.fromkeys([*named.values(), *(p for p, _ in spm_added if p not in DIGITS)]))
 
     extra = [t for t in special_strings if t not in (named["bos_token"], named["eos_token"], named["unk_token"])]
     out = _tokenizer_config([*extra, *CONVERTER_EXTRA_SPECIAL])
     for attr, value in named.items():
         out[attr] = value
-    if user_cfg.get("chat_template"):
-        out["chat_template"] = user_cfg["chat_template"]
+    # The original (pre-conversion) chat template uses other placeholder strings; the converted checkpoint gets the
+    # HF template, and so do we (see ernie_vl.chat.DEFAULT_CHAT_TEMPLATE), unless a chat_template.jinja is present.
     return backend, out
 
 
