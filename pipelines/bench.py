@@ -51,7 +51,7 @@ def write_synthetic_benchmark(folder: str | Path, n: int, image_size: int = 224,
         rng.shuffle(opts)
         if video_every and i % video_every == video_every - 1:
             if video_file is None:
-                video_file = _write_video(folder / "videos" / "clip.mp4", colours[name])
+                video_file = write_video(folder / "videos" / "clip.mp4", colours[name])
             media = [{"kind": "video", "file": "videos/clip.mp4"}]
         else:
             w = int(image_size * rng.uniform(0.75, 1.25))
@@ -72,10 +72,12 @@ def write_synthetic_benchmark(folder: str | Path, n: int, image_size: int = 224,
     return folder
 
 
-def _write_video(path: Path, colour, frames: int = 16, size: int = 64) -> Path:
+def write_video(path: str | Path, colour=(30, 60, 220), frames: int = 40, size: int = 64) -> Path:
+    """A small real MPEG-4 video (a bar sweeping over a coloured background), decodable by PyAV."""
     import av
     import numpy as np
 
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as c:
         s = c.add_stream("mpeg4", rate=8)

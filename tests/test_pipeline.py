@@ -1,0 +1,345 @@
+"""The batch pipeline end to end on a local Ray (num_cpus=2) with the tiny checkpoint — real Ray, Parquet and model.
+
+Covers: the demo, every published file format through the evals readers, bad samples as error rows, predictions
+identical to the engine run directly, fingerprint changes (new run, old one kept and restored), resume after
+kill -9 of the driver (the CLI in a subprocess), and after a replica actor is killed mid-run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from pipelines.batch_eval import run_eval  # noqa: E402
+from pipelines.bench import write_synthetic_benchmark, write_video  # noqa: E402
+from pipelines.config import BenchmarkSpec, EvalConfig  # noqa: E402
+from pipelines.schema import PREDICTION_NAMES  # noqa: E402
+
+try:
+    from evals_fixtures import formats as F
+except ImportError:  # tests/ imported as a package
+    from tests.evals_fixtures import formats as F
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "ERNIE_VL_HOME": os.environ["ERNIE_VL_HOME"]}})
+    yield ray.get_runtime_context().gcs_address
+    if started:
+        ray.shutdown()
+
+
+def evaluate(out, *specs, **kw):
+    kw.setdefault("progress", False)
+    return run_eval(EvalConfig(benchmarks=list(specs), out=str(out), **kw))
+
+
+def predictions(out) -> pd.DataFrame:
+    return pd.read_parquet(Path(out) / "predictions")
+
+
+def assert_exactly_once(out, expected_ids):
+    df = predictions(out)
+    assert not df.duplicated(["benchmark", "split", "sample_id"]).any(), "a sample was written twice"
+    assert sorted(df["sample_id"]) == sorted(expected_ids)
+    return df
+
+
+# ------------------------------------------------------------------------------------------------ demo
+
+
+@pytest.fixture(scope="module")
+def demo_run(ray_session, tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "results"
+    t0 = time.perf_counter()
+    res = evaluate(out, BenchmarkSpec("demo"))
+    return out, res, time.perf_counter() - t0
+
+
+def test_demo_end_to_end(demo_run):
+    out, res, _ = demo_run
+    df = predictions(out)
+    assert len(df) == 10 and df["sample_id"].is_unique
+    assert list(df.columns) == PREDICTION_NAMES
+    assert df["error"].isna().all(), df["error"].dropna().tolist()
+    assert (df["prediction"].str.len() > 0).all() and (df["generated_tokens"] > 0).all()
+    assert (df["prompt_tokens"] > df["visual_tokens"]).all() and (df["visual_tokens"] > 0).all()
+    assert df["fingerprint"].nunique() == 1 and df["score"].notna().all()
+    video = df[df["category"] == "video"]
+    assert len(video) == 3 and all(len(f) == 4 for f in video["frame_indices"])
+    assert all(len(t) == 4 for t in video["frame_timestamps"])
+    assert df[df["category"] != "video"]["frame_indices"].isna().all()
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    assert set(metrics.columns) == {"benchmark", "flavor", "metric", "category", "value", "n"}
+    overall = metrics[(metrics.metric == "accuracy") & metrics.category.isna()]
+    assert len(overall) == 1 and overall["n"].iloc[0] == 10
+    m = json.loads((out / "manifest.json").read_text())
+    b = m["benchmarks"]["demo"]
+    assert (b["total"], b["done"], b["failed"], b["skipped"], b["missing"]) == (10, 10, 0, 0, 0)
+    assert b["fingerprint"] == df["fingerprint"].iloc[0] and b["status"] == "complete"
+    assert {"checkpoint", "generation", "flavor", "packages", "benchmark_version"} <= set(b["fingerprint_parts"])
+    assert b["progress"]["samples_per_s"] > 0 and m["last_run"]["status"] == "complete"
+    assert res.complete
+
+
+def test_rerun_skips_everything(demo_run):
+    out, _, _ = demo_run
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "predictions").iterdir()}
+    res = evaluate(out, BenchmarkSpec("demo"))
+    b = res.manifest["benchmarks"]["demo"]
+    assert (b["written"], b["skipped"], b["rows"]) == (0, 10, 10)
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "predictions").iterdir()} == before
+
+
+def test_predictions_identical_to_the_engine_run_directly(demo_run):
+    """Same samples, same processor calls, one `Engine.generate` over all of them in this process."""
+    import torch
+
+    from ernie_vl import Processor, load_model
+    from ernie_vl.engine import Engine, GenerationSettings, Prepared
+    from ernie_vl.tiny import default_model_path
+    from evals.registry import get_benchmark
+    from pipelines.replica import read_eos_ids
+
+    out, res, _ = demo_run
+    path = default_model_path()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(res.manifest["last_run"]["resources"]["torch_threads"])
+    try:
+        model = load_model(path)
+        proc = Processor.from_pretrained(path)
+        bench = get_benchmark("demo")
+        samples = list(bench.load(None))
+        reqs = []
+        for s in samples:
+            kw = {}
+            if any(m.kind == "video" for m in s.media):
+                kw = dict(bench.video_sampling, min_frames=4)
+            o = proc.apply_chat_template(bench.build_messages(s, "official"), add_generation_prompt=True,
+                                         tokenize=True, return_dict=True, return_tensors="pt", **kw)
+            reqs.append(Prepared.from_processor(o))
+        engine = Engine(model, pad_token_id=model.config.text.pad_token_id or 0, max_batch_size=16,
+                        max_batch_tokens=16384)
+        gens = engine.generate(reqs, GenerationSettings(max_new_tokens=32, eos_token_id=read_eos_ids(path, model)))
+    finally:
+        torch.set_num_threads(threads)
+    direct = {s.sample_id: proc.decode(g.tokens, skip_special_tokens=True) for s, g in zip(samples, gens)}
+    df = predictions(out)
+    assert dict(zip(df["sample_id"], df["prediction"])) == direct
+    assert dict(zip(df["sample_id"], df["generated_tokens"])) == {s.sample_id: len(g.tokens) for s, g in zip(samples, gens)}
+
+
+def test_changed_fingerprint_is_a_new_run_and_the_old_one_comes_back(demo_run, tmp_path):
+    import shutil
+
+    src, _, _ = demo_run
+    out = tmp_path / "results"
+    shutil.copytree(src, out)
+    old_fp = predictions(out)["fingerprint"].iloc[0]
+    res = evaluate(out, BenchmarkSpec("demo", limit=3), max_new_tokens=4)  # settings changed
+    df = predictions(out)
+    assert len(df) == 3 and df["fingerprint"].nunique() == 1 and df["fingerprint"].iloc[0] != old_fp
+    assert (df["generated_tokens"] <= 4).all()
+    archived = out / "runs" / f"demo-{old_fp[:12]}"
+    assert len(pd.read_parquet(archived / "predictions")) == 10 and (archived / "manifest.json").is_file()
+    assert any("fingerprint changed" in n and "max_new_tokens" in n for n in res.notes)
+    res = evaluate(out, BenchmarkSpec("demo"))  # the original settings again: restored, nothing recomputed
+    assert res.manifest["benchmarks"]["demo"]["written"] == 0
+    assert predictions(out)["fingerprint"].unique().tolist() == [old_fp]
+
+
+# ------------------------------------------------------------------------------------------------ formats + bad rows
+
+
+RED, BLUE = F.png_bytes((255, 0, 0), (40, 40)), F.jpeg_bytes((0, 0, 255), (40, 40))
+
+
+def test_published_formats_and_bad_samples(ray_session, tmp_path):
+    """VLMEvalKit TSV, Hugging Face Parquet, original JSON + files, a video benchmark, and a demo folder with bad
+    samples — one pipeline run; every sample comes out exactly once, bad ones as error rows."""
+    tsv = F.write_tsv(tmp_path / "MMBench_DEV_EN.tsv", [
+        {"index": 1, "question": "What colour?", "A": "red", "B": "blue", "answer": "A", "split": "dev",
+         "category": "colour", "image": F.b64(RED)},
+        {"index": 1000001, "question": "What colour?", "A": "blue", "B": "red", "answer": "B", "split": "dev",
+         "category": "colour", "image": "1"},
+        {"index": 2, "question": "Bad image", "A": "x", "B": "y", "answer": "A", "split": "dev",
+         "image": "!!notbase64!!" * 9},
+    ])
+    pope = tmp_path / "pope"
+    F.write_parquet(pope / "data" / "test-00000-of-00001.parquet", [
+        {"id": "1", "question_id": "1", "question": "Is there a dog?", "answer": "no", "image_source": "x",
+         "category": "random", "image": F.image_struct(RED)},
+        {"id": "2", "question_id": "2", "question": "Is there a cat?", "answer": "yes", "image_source": "y",
+         "category": "popular", "image": F.image_struct(BLUE)},
+    ])
+    doc = tmp_path / "docvqa"
+    F.write_image(doc / "documents" / "a.png", RED)
+    F.write_json(doc / "val_v1.0_withQT.json", {"dataset_name": "docvqa", "data": [
+        {"questionId": 7, "question": "Title?", "image": "documents/a.png", "docId": 1, "answers": ["red"]}]})
+    vid = tmp_path / "videomme"
+    F.write_parquet(vid / "videomme" / "test-00000-of-00001.parquet", [
+        {"video_id": "001", "duration": "short", "domain": "Knowledge", "sub_category": "History", "url": "u",
+         "videoID": "clip", "question_id": "001-1", "task_type": "Counting Problem", "question": "How many?",
+         "options": ["A. 1.", "B. 2.", "C. 3.", "D. 4."], "answer": "C"}], image_columns=(), list_columns=("options",))
+    write_video(vid / "data" / "clip.mp4")
+    bad = write_synthetic_benchmark(tmp_path / "bad", 3, image_size=40)
+    (bad / "images" / "000001.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # passes the magic check only
+    (bad / "images" / "000002.png").unlink()  # missing file: the reader flags it
+    rows = [json.loads(x) for x in (bad / "samples.jsonl").read_text().splitlines()]
+    rows.append(dict(rows[0], id="long", question="why " * 7000))  # over-long prompt
+    (bad / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    out = tmp_path / "out"
+    res = evaluate(out, BenchmarkSpec("mmbench", str(tsv)), BenchmarkSpec("pope", str(pope)),
+                   BenchmarkSpec("docvqa", str(doc)), BenchmarkSpec("videomme", str(vid)),
+                   BenchmarkSpec("demo", str(bad)), max_new_tokens=8, max_prompt_tokens=6000)
+    df = predictions(out)
+    assert not df.duplicated(["benchmark", "split", "sample_id"]).any()
+    got = {b: sorted(g["sample_id"]) for b, g in df.groupby("benchmark")}
+    assert got == {"mmbench": ["1", "1000001", "2"], "pope": ["1", "2"], "docvqa": ["7"], "videomme": ["001-1"],
+                   "demo": ["long", "s000000", "s000001", "s000002"]}
+    err = {k: (None if pd.isna(e) else e) for k, e in zip(df["benchmark"] + "/" + df["sample_id"], df["error"])}
+    assert err["mmbench/2"].startswith("input:") and "base64" in err["mmbench/2"]
+    assert err["demo/s000001"].startswith("media:")
+    assert err["demo/s000002"].startswith("input:") and "not found" in err["demo/s000002"]
+    assert err["demo/long"].startswith("prompt_too_long:")
+    ok = ["mmbench/1", "mmbench/1000001", "pope/1", "pope/2", "docvqa/7", "demo/s000000"]
+    assert not {k: err[k] for k in ok if err[k] is not None}
+    # Video-MME samples 32 frames: 5k+ visual tokens, beyond the tiny model's 4096 positions -> an error row that
+    # still records the frames the processor sampled
+    assert err["videomme/001-1"].startswith("prompt_too_long:")
+    v = df[df.benchmark == "videomme"].iloc[0]
+    assert len(v["frame_indices"]) == 32 and v["visual_tokens"] > 4096
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    assert set(metrics["benchmark"]) == {"mmbench", "pope", "docvqa", "videomme", "demo"}
+    assert res.manifest["benchmarks"]["videomme"]["errors"] == {"prompt_too_long": 1}
+    b = res.manifest["benchmarks"]["demo"]
+    assert b["failed"] == 3 and b["errors"] == {"media": 1, "input": 1, "prompt_too_long": 1}
+    assert res.manifest["benchmarks"]["mmbench"]["errors"] == {"input": 1}
+    # failed rows are rows: a rerun writes nothing
+    again = evaluate(out, BenchmarkSpec("demo", str(bad)), max_new_tokens=8, max_prompt_tokens=6000)
+    assert again.manifest["benchmarks"]["demo"]["written"] == 0
+
+
+# ------------------------------------------------------------------------------------------------ faults
+
+
+def _replica_pids() -> list[int]:
+    pids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                cmd = Path(f"/proc/{d}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"MapBatches(ReplicaStage)" in cmd:
+                pids.append(int(d))
+    return pids
+
+
+def _parts(out) -> list[Path]:
+    pred = Path(out) / "predictions"
+    return sorted(pred.glob("part-*.parquet")) if pred.is_dir() else []
+
+
+N_FAULT = 40
+
+
+@pytest.fixture(scope="module")
+def fault_data(tmp_path_factory):
+    return write_synthetic_benchmark(tmp_path_factory.mktemp("fault") / "data", N_FAULT, image_size=40)
+
+
+def test_replica_killed_mid_run_every_sample_exactly_once(ray_session, fault_data, tmp_path):
+    out = tmp_path / "out"
+    result, errors = {}, []
+
+    def run():
+        try:
+            result["r"] = evaluate(out, BenchmarkSpec("demo", str(fault_data)), batch_size=4, pack_batches=1)
+        except BaseException as e:  # noqa: BLE001 - surfaced below
+            errors.append(e)
+
+    th = threading.Thread(target=run)
+    th.start()
+    killed, deadline = None, time.monotonic() + 240
+    while th.is_alive() and time.monotonic() < deadline:
+        if killed is None and _parts(out):
+            pids = _replica_pids()
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)  # the replica process dies mid-run (OOM killer, segfault...)
+                killed = (pids[0], len(_parts(out)))
+        time.sleep(0.02)
+    th.join(timeout=60)
+    assert not errors, errors
+    assert killed is not None and killed[1] < N_FAULT // 4, "the replica was not killed mid-run"
+    assert_exactly_once(out, [f"s{i:06d}" for i in range(N_FAULT)])
+    assert result["r"].manifest["benchmarks"]["demo"]["failed"] == 0
+    assert killed[0] not in _replica_pids()
+
+
+def test_driver_kill_9_then_rerun_every_sample_exactly_once(ray_session, fault_data, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "ernie_vl.cli", "eval", "--benchmark", "demo", "--data", str(fault_data),
+           "--out", str(out), "--batch-size", "4", "--quiet"]
+    env = dict(os.environ, RAY_ADDRESS=ray_session, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + 180
+    while proc.poll() is None and not _parts(out) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    first = predictions(out)
+    assert 0 < len(first) < N_FAULT and not first["sample_id"].duplicated().any()
+    (out / "predictions" / ".tmp-part-demo-000000000000-0000000000000000.parquet-dead").write_bytes(b"PAR1")  # torn write
+
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    df = assert_exactly_once(out, [f"s{i:06d}" for i in range(N_FAULT)])
+    assert df.loc[df.sample_id.isin(first.sample_id)].set_index("sample_id")["prediction"].sort_index().equals(
+        first.set_index("sample_id")["prediction"].sort_index())  # the first run's rows were kept, not redone
+    m = json.loads((out / "manifest.json").read_text())
+    b = m["benchmarks"]["demo"]
+    assert (b["skipped"], b["written"], b["missing"]) == (len(first), N_FAULT - len(first), 0)
+    assert not list((out / "predictions").glob(".tmp-*"))
+    assert f"{N_FAULT}/{N_FAULT} rows" in done.stdout
+    assert all(pq.read_schema(p).names == PREDICTION_NAMES for p in _parts(out))
+
+
+# ------------------------------------------------------------------------------------------------ CLI and options
+
+
+def test_cli_arguments_and_expert_shards():
+    import argparse
+
+    from pipelines.cli import _benchmark_specs, add_eval_commands
+
+    p = argparse.ArgumentParser()
+    add_eval_commands(p.add_subparsers(dest="command"))
+    a = p.parse_args(["eval", "--benchmark", "mmbench,pope", "--data", "pope=/p", "--data", "/m", "--out", "o"])
+    assert [(s.name, s.data) for s in _benchmark_specs(a)] == [("mmbench", "/m"), ("pope", "/p")]
+    a = p.parse_args(["eval", "--benchmark", "demo", "--out", "o", "--expert-shards", "2"])
+    assert a.expert_shards == 2 and a.func.__name__ == "cmd_eval"
+    with pytest.raises(NotImplementedError, match="expert-shards 2"):
+        run_eval(EvalConfig(benchmarks=[BenchmarkSpec("demo")], out="/tmp/never-written", expert_shards=2))
+    assert not Path("/tmp/never-written").exists()
