@@ -188,9 +188,8 @@ def _median(xs: list[float]) -> float:
     return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipelines.bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """Options of the benchmark (also used by `python -m ernie_vl.bench pipeline`)."""
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--config", choices=["tiny", "small"], default="small",
@@ -204,8 +203,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
     ap.add_argument("--repeat", type=int, default=2, help="alternate engine loop and pipeline this many times")
     ap.add_argument("--json", help="also write the results here")
-    a = ap.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipelines.bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+def run(a: argparse.Namespace) -> int:
+    """Run the benchmark with parsed options; prints per-repeat lines and a JSON summary."""
     model_path = Path(a.model) if a.model else bench_checkpoint(a.config)
     work = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
     started = False
