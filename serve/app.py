@@ -1,0 +1,249 @@
+"""The Ray Serve application: an OpenAI-compatible chat API in front of the ERNIE-VL processor and engine.
+
+Routes (FastAPI ingress; every replica holds the model, so there is no extra hop between HTTP and generation):
+
+    POST /v1/chat/completions   OpenAI chat completions, JSON or server-sent events (`stream: true`)
+    GET  /v1/models             the served model
+    GET  /v1/models/{model}
+    GET  /health                200 {"status": "ok"} while the replica can serve (no API key needed)
+
+Request path: API key -> body read with a byte cap -> JSON -> schema (schemas.py) -> model name -> media, processor
+and limits (prepare.py, in a thread pool) -> replica queue (batching.py; full -> 429) -> generation
+(decode.py, one batch at a time in the decode thread) -> answer. Every refusal is an OpenAI-shaped error with a
+message written by this package; an unexpected exception is logged with its request id and answered with a generic
+500 that carries only that id.
+
+Backpressure has two layers: Serve's `max_ongoing_requests` per replica with `max_queued_requests` in front of
+the replicas (beyond that Serve answers 429 itself, with Retry-After), and the replica's own bounded queue.
+A request still unanswered after `request_timeout_s` gets 503; a client that goes away frees its batch row.
+
+Entry points: `build_app(args)` (the Serve application builder, used by `serve run serve/config.yaml` and by the
+`ernie-vl serve` command) and `ErnieVLDeployment`.
+"""
+
+# NOTE: no `from __future__ import annotations` here: FastAPI must see real annotations (`request: Request`)
+# on the ingress methods, and Serve wraps them in a way that hides the module globals string annotations need.
+import asyncio
+import json
+import logging
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+from ray.serve.config import BackpressureConfig
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .batching import QueueFull
+from .errors import APIError, bad_request, internal, overloaded, unavailable
+from .schemas import (AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
+                      ChunkChoice, Delta, ModelCard, ModelList, error_event, new_completion_id, now, parse_request,
+                      sse, usage)
+from .security import check_api_key, read_body
+from .settings import ServeSettings
+
+log = logging.getLogger("ernie_vl.serve")
+
+DEPLOYMENT_NAME = "ErnieVL"
+APP_NAME = "ernie-vl"
+
+api = FastAPI(title="ERNIE-VL OpenAI-compatible API", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+def error_response(err: APIError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers or None)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Unknown routes and wrong methods, in the OpenAI error shape too."""
+    msg = {404: f"no route {request.url.path}", 405: f"method {request.method} is not allowed on {request.url.path}"}
+    return error_response(APIError(exc.status_code, msg.get(exc.status_code, str(exc.detail)),
+                                   "invalid_request_error", None, "not_found" if exc.status_code == 404 else None))
+
+
+@serve.deployment(
+    name=DEPLOYMENT_NAME,
+    max_ongoing_requests=64,
+    max_queued_requests=256,
+    backpressure_config=BackpressureConfig(status_code=429, retry_after_s=1),
+    health_check_period_s=10,
+    health_check_timeout_s=60,  # a long prefill must not look like a dead replica (ray-project/ray#54070)
+    graceful_shutdown_timeout_s=20,
+    ray_actor_options={"num_cpus": 1},
+)
+@serve.ingress(api)
+class ErnieVLDeployment:
+    """One replica: the model runtime plus the HTTP routes."""
+
+    def __init__(self, settings: dict):
+        from .runtime import ModelRuntime
+
+        logging.basicConfig(level=logging.INFO)
+        self.settings = ServeSettings.from_dict(settings)
+        self.runtime = ModelRuntime(self.settings)
+        self.model_name = self.runtime.model_name
+        self.key_digest = self.settings.api_key_digest()
+        self.created = now()
+
+    async def check_health(self) -> None:
+        """Serve's health probe: a replica whose batching loop died must be replaced."""
+        if not self.runtime.healthy():
+            raise RuntimeError("the batching loop of this replica has stopped")
+
+    # ------------------------------------------------------------------------------------------- routes
+    @api.get("/health")
+    async def health(self) -> JSONResponse:
+        if not self.runtime.healthy():
+            return error_response(unavailable("the batching loop of this replica has stopped"))
+        return JSONResponse({"status": "ok"})
+
+    @api.get("/v1/models")
+    async def models(self, request: Request) -> JSONResponse:
+        try:
+            check_api_key(request.headers.get("authorization"), self.key_digest)
+        except APIError as e:
+            return error_response(e)
+        return JSONResponse(ModelList(data=[self._card()]).model_dump())
+
+    @api.get("/v1/models/{model:path}")
+    async def model(self, model: str, request: Request) -> JSONResponse:
+        try:
+            check_api_key(request.headers.get("authorization"), self.key_digest)
+            self._check_model(model)
+        except APIError as e:
+            return error_response(e)
+        return JSONResponse(self._card().model_dump())
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request):
+        rid = new_completion_id()
+        try:
+            check_api_key(request.headers.get("authorization"), self.key_digest)
+            body = await read_body(request, self.settings.max_request_bytes)
+            try:
+                data = json.loads(body)
+            except (ValueError, UnicodeDecodeError) as e:
+                reason = f" ({e.msg} at line {e.lineno} column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
+                raise bad_request(f"the request body is not valid JSON{reason}", code="invalid_json") from None
+            req = parse_request(data)
+            self._check_model(req.model)
+            job = await self.runtime.prepare(req)
+            try:
+                self.runtime.batcher.submit(job)
+            except QueueFull as e:
+                raise overloaded(f"the server is busy: {e}; retry later") from None
+        except APIError as e:
+            return error_response(e)
+        except Exception:  # noqa: BLE001 - never leak a traceback to the client
+            log.exception("request %s failed before generation", rid)
+            return error_response(internal(rid))
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(self._events(job, rid, include_usage), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return await self._answer(job, rid)
+
+    # ------------------------------------------------------------------------------------------- helpers
+    def _card(self) -> ModelCard:
+        return ModelCard(id=self.model_name, created=self.created)
+
+    def _check_model(self, name: str | None) -> None:
+        if name is not None and name != self.model_name:
+            raise APIError(404, f"the model {name!r} does not exist; this server serves {self.model_name!r}",
+                           "invalid_request_error", "model", "model_not_found")
+
+    def _deadline(self, job) -> float:
+        return job.enqueued_at + self.settings.request_timeout_s
+
+    async def _next_event(self, job) -> tuple:
+        remaining = self._deadline(job) - time.monotonic()
+        if remaining <= 0:
+            raise asyncio.TimeoutError
+        return await asyncio.wait_for(job.events.get(), remaining)
+
+    async def _answer(self, job, rid: str) -> JSONResponse:
+        finished = False
+        try:
+            while True:
+                event = await self._next_event(job)
+                if event[0] == "done":
+                    finished = True
+                    _, finish_reason, n_tokens = event
+                    return JSONResponse(ChatCompletion(
+                        id=rid, created=now(), model=self.model_name,
+                        choices=[Choice(message=AssistantMessage(content=job.stream.text),
+                                        finish_reason=finish_reason)],
+                        usage=usage(job.prompt_tokens, n_tokens),
+                    ).model_dump())
+                if event[0] == "error":
+                    finished = True
+                    log.error("request %s failed during generation: %r", rid, event[1])
+                    return error_response(internal(rid))
+        except asyncio.TimeoutError:
+            return error_response(unavailable(
+                f"the request was not answered within {self.settings.request_timeout_s:g} s; the server is "
+                "overloaded, retry later"))
+        finally:
+            if not finished:
+                job.cancelled = True  # timed out or the client went away: free the batch row
+
+    async def _events(self, job, rid: str, include_usage: bool):
+        """Server-sent events: a role chunk, content deltas, a finish chunk, optionally usage, then [DONE]."""
+        created = now()
+
+        def chunk(delta: Delta, finish_reason=None) -> ChatCompletionChunk:
+            return ChatCompletionChunk(id=rid, created=created, model=self.model_name,
+                                       choices=[ChunkChoice(delta=delta, finish_reason=finish_reason)])
+
+        finished = False
+        try:
+            yield sse(chunk(Delta(role="assistant", content="")))
+            while True:
+                event = await self._next_event(job)
+                if event[0] == "delta":
+                    yield sse(chunk(Delta(content=event[1])))
+                elif event[0] == "done":
+                    finished = True
+                    _, finish_reason, n_tokens = event
+                    yield sse(chunk(Delta(), finish_reason))
+                    if include_usage:
+                        yield sse(ChatCompletionChunk(id=rid, created=created, model=self.model_name, choices=[],
+                                                      usage=usage(job.prompt_tokens, n_tokens)))
+                    yield sse("[DONE]")
+                    return
+                else:
+                    finished = True
+                    log.error("streamed request %s failed during generation: %r", rid, event[1])
+                    yield error_event(internal(rid))
+                    return
+        except asyncio.TimeoutError:
+            yield error_event(unavailable(f"the request was not finished within "
+                                          f"{self.settings.request_timeout_s:g} s; retry later"))
+        finally:
+            if not finished:
+                job.cancelled = True
+
+
+def deployment_options(settings: ServeSettings) -> dict:
+    """Serve options derived from the settings (a Serve config's `deployments:` entry overrides them)."""
+    opts = {
+        "max_ongoing_requests": settings.max_ongoing_requests,
+        "max_queued_requests": settings.max_queued_requests_serve,
+        "ray_actor_options": {"num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus},
+    }
+    if settings.max_replicas > settings.replicas:
+        opts["autoscaling_config"] = {
+            "min_replicas": settings.replicas,
+            "max_replicas": settings.max_replicas,
+            "target_ongoing_requests": max(1, settings.max_batch_size // 2),
+        }
+    else:
+        opts["num_replicas"] = settings.replicas
+    return opts
+
+
+def build_app(args: dict | None = None):
+    """Serve application builder: `args` are `ServeSettings` fields (the `args:` mapping of a Serve config)."""
+    settings = ServeSettings.from_dict(args)
+    return ErnieVLDeployment.options(**deployment_options(settings)).bind(settings.to_dict())

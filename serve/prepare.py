@@ -1,0 +1,153 @@
+"""A validated chat request -> processor messages -> `Prepared` + generation settings, with every limit checked.
+
+Media are resolved here (never by the processor: it would read any path or URL it is given) and handed to the
+processor as bytes, in the message layout `ernie_vl.Processor.apply_chat_template` takes — the same call, with the
+same arguments, that the batch pipeline makes. Order of checks: media count -> each medium's bytes and header
+(media.py) -> estimated image tokens (from header sizes, before any pixel is decoded) -> processor -> exact prompt
+tokens against `max_prompt_tokens` and the model context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ernie_vl.engine import Prepared
+
+from .decode import RowParams
+from .errors import APIError, bad_request
+from .media import MediaInfo, load_media
+from .schemas import ChatCompletionRequest, ImagePart, TextPart, VideoPart
+from .settings import ServeSettings
+
+
+@dataclass
+class GenerationDefaults:
+    """The checkpoint's generation_config.json defaults, used for fields a request leaves unset."""
+
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+
+    @classmethod
+    def from_dict(cls, gen: dict[str, Any]) -> "GenerationDefaults":
+        return cls(
+            do_sample=bool(gen.get("do_sample", False)),
+            temperature=float(gen.get("temperature", 1.0) or 1.0),
+            top_p=float(gen.get("top_p", 1.0) or 1.0),
+            top_k=int(gen.get("top_k", 0) or 0),
+        )
+
+
+def count_media(req: ChatCompletionRequest) -> int:
+    return sum(
+        isinstance(part, (ImagePart, VideoPart))
+        for msg in req.messages if isinstance(msg.content, list)
+        for part in msg.content
+    )
+
+
+def to_processor_messages(req: ChatCompletionRequest, settings: ServeSettings) -> tuple[list[dict], list[MediaInfo]]:
+    """OpenAI messages -> processor messages with media as checked bytes. Raises APIError (4xx)."""
+    n_media = count_media(req)
+    if n_media > settings.max_media_items:
+        raise bad_request(f"the request holds {n_media} images/videos; the limit is {settings.max_media_items}",
+                          "messages", "too_many_media")
+    out, infos = [], []
+    for i, msg in enumerate(req.messages):
+        role = "system" if msg.role == "developer" else msg.role
+        if msg.content is None or isinstance(msg.content, str):
+            out.append({"role": role, "content": msg.content or ""})
+            continue
+        parts = []
+        for j, part in enumerate(msg.content):
+            where = f"messages[{i}].content[{j}]"
+            if isinstance(part, TextPart):
+                parts.append({"type": "text", "text": part.text})
+                continue
+            if role != "user":
+                raise bad_request(f"{where}: images and videos are only accepted in user messages", where)
+            kind = "image" if isinstance(part, ImagePart) else "video"
+            url = part.image_url.url if isinstance(part, ImagePart) else part.video_url.url
+            data, info = load_media(url, kind, where, settings)
+            infos.append(info)
+            parts.append({"type": kind, kind: data})
+        out.append({"role": role, "content": parts})
+    return out, infos
+
+
+def estimate_image_tokens(processor, infos: list[MediaInfo]) -> int:
+    """Visual tokens the images will take, from header sizes (0 when the processor cannot tell without pixels)."""
+    ip = getattr(processor, "image_processor", None)
+    num_patches = getattr(ip, "num_patches", None)
+    if num_patches is None:
+        return 0
+    merge = int(getattr(getattr(ip, "config", None), "merge_size", 2) or 2)
+    total = 0
+    for info in infos:
+        if info.kind == "image":
+            try:
+                total += int(num_patches(info.height, info.width)) // (merge * merge)
+            except Exception:  # noqa: BLE001 - an estimate only; the processor will raise the real error
+                return 0
+    return total
+
+
+def run_processor(processor, messages: list[dict]) -> tuple[Prepared, dict]:
+    """The batch pipeline's call: chat template + tokenizer + image/video processors -> one `Prepared`."""
+    from ernie_vl.errors import ProcessingError
+
+    try:
+        out = processor.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+        )
+    except ProcessingError as e:  # typed input errors: safe, specific messages (media part, cause)
+        raise bad_request(f"the request could not be processed: {str(e)[:300]}", "messages",
+                          "invalid_media") from None
+    except ValueError as e:
+        raise bad_request(f"the request could not be processed: {str(e)[:300]}", "messages") from None
+    return Prepared.from_processor(out), out
+
+
+def row_params(req: ChatCompletionRequest, settings: ServeSettings, defaults: GenerationDefaults,
+               prompt_tokens: int, max_context: int) -> RowParams:
+    """Generation settings of a request; unset fields take the checkpoint's generation_config defaults.
+
+    temperature 0 (or unset with a greedy checkpoint) means greedy decoding, like the batch pipeline's defaults.
+    """
+    if prompt_tokens > settings.max_prompt_tokens:
+        raise bad_request(f"the prompt is {prompt_tokens} tokens (images and videos included); the limit is "
+                          f"{settings.max_prompt_tokens}", "messages", "context_length_exceeded")
+    asked = req.requested_max_tokens()
+    if asked is not None and asked > settings.max_tokens_limit:
+        raise bad_request(f"max_tokens={asked} exceeds this server's limit of {settings.max_tokens_limit}",
+                          "max_tokens", "invalid_value")
+    room = max_context - prompt_tokens
+    if room < 1 or (asked is not None and asked > room):
+        raise bad_request(f"the prompt ({prompt_tokens} tokens) plus max_tokens ({asked}) exceeds the model's "
+                          f"context of {max_context} tokens", "max_tokens", "context_length_exceeded")
+    max_new = asked if asked is not None else min(settings.default_max_tokens, room)
+    if req.temperature is None:
+        do_sample, temperature = defaults.do_sample, defaults.temperature
+    else:
+        do_sample, temperature = req.temperature > 0, (req.temperature if req.temperature > 0 else 1.0)
+    if not do_sample:
+        return RowParams(max_new_tokens=max_new)
+    import secrets
+
+    return RowParams(
+        max_new_tokens=max_new,
+        do_sample=True,
+        temperature=temperature,
+        top_p=req.top_p if req.top_p is not None else defaults.top_p,
+        top_k=req.top_k if req.top_k is not None else defaults.top_k,
+        seed=req.seed if req.seed is not None else secrets.randbits(63),
+    )
+
+
+def check_estimate(estimated_tokens: int, settings: ServeSettings) -> None:
+    if estimated_tokens > settings.max_prompt_tokens:
+        raise APIError(400, f"the images alone need about {estimated_tokens} tokens; the prompt limit is "
+                            f"{settings.max_prompt_tokens}", "invalid_request_error", "messages",
+                       "context_length_exceeded")

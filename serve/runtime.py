@@ -1,0 +1,157 @@
+"""The model side of a replica: checkpoint, processor, tokenizer, batcher; requests in, token events out.
+
+One `ModelRuntime` per replica. `prepare` turns a validated request into a `RequestJob` (media, processor and
+limit checks run in a small thread pool, so a big video does not stall the event loop); `submit` queues it with
+the batcher; the decode thread pushes events to the job's asyncio queue as tokens come out:
+
+    ("delta", text)                       streaming requests only, text safe to send
+    ("done", finish_reason, n_tokens)     finish_reason "stop" | "length"
+    ("error", exception)                  the batch failed
+
+The model, the processor and the decoding of token ids to text are the batch pipeline's: `ernie_vl.load_model`
+(bfloat16 on GPUs by default, as the pipeline), `ernie_vl.Processor.apply_chat_template`, `Prepared.from_processor`,
+EOS ids from generation_config.json, `ernie_vl.tokenizer.Tokenizer.decode(..., skip_special_tokens=True)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ernie_vl.engine import Prepared
+
+from .batching import Batcher
+from .decode import RowParams, decode_batch
+from .prepare import (GenerationDefaults, check_estimate, estimate_image_tokens, row_params, run_processor,
+                      to_processor_messages)
+from .schemas import ChatCompletionRequest
+from .settings import ServeSettings
+from .textstream import TextStream, byte_fallback_ids
+
+log = logging.getLogger("ernie_vl.serve")
+
+
+def read_eos_ids(model_path: Path, model=None) -> list[int]:
+    """EOS ids from the checkpoint's generation_config.json (else the model config), as the batch pipeline reads them."""
+    gen = model_path / "generation_config.json"
+    eos = json.loads(gen.read_text()).get("eos_token_id") if gen.is_file() else None
+    if eos is None and model is not None:
+        eos = getattr(model.config.text, "eos_token_id", None)
+    if eos is None:
+        return []
+    return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+
+
+class RequestJob:
+    """One admitted request: what the batcher schedules and the decode thread reports into."""
+
+    def __init__(self, prepared: Prepared, params: RowParams, stream: TextStream, want_deltas: bool):
+        self.prepared = prepared
+        self.params = params
+        self.stream = stream
+        self.want_deltas = want_deltas
+        self.cost = prepared.num_prompt_tokens + params.max_new_tokens
+        self.cancelled = False
+        self.enqueued_at = 0.0
+        self.loop = asyncio.get_running_loop()
+        self.events: asyncio.Queue = asyncio.Queue()
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.prepared.num_prompt_tokens
+
+    def _put(self, event: tuple) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        except RuntimeError:  # the event loop is closed: the replica is going away
+            pass
+
+    def on_token(self, token: int, finish: str | None) -> bool:
+        """Called from the decode thread for each new token; returns True to stop this row."""
+        if self.cancelled:
+            return True
+        delta, stopped = self.stream.push(token)
+        if stopped:
+            finish = "stop"
+        if finish is not None:
+            delta += self.stream.finish()
+        if delta and self.want_deltas:
+            self._put(("delta", delta))
+        if finish is not None:
+            self._put(("done", finish, len(self.stream.tokens)))
+        return stopped
+
+    def fail(self, exc: BaseException) -> None:
+        self._put(("error", exc))
+
+
+class ModelRuntime:
+    """Loads everything once per replica and runs the batcher."""
+
+    def __init__(self, settings: ServeSettings):
+        import torch
+
+        from ernie_vl import Processor, load_model
+        from ernie_vl.tokenizer import Tokenizer
+
+        self.settings = settings
+        if settings.torch_threads > 0:
+            torch.set_num_threads(settings.torch_threads)
+        path = settings.model_path()
+        device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = settings.dtype or ("bfloat16" if device.startswith("cuda") else None)
+        self.model = load_model(path, dtype=dtype, device=device)
+        self.model.eval()
+        self.processor = Processor.from_pretrained(path)
+        self.tokenizer = Tokenizer.from_pretrained(path)
+        self.eos = read_eos_ids(path, self.model)
+        backend = getattr(self.tokenizer, "backend", None)
+        self.byte_ids = byte_fallback_ids(backend.get_vocab()) if backend is not None else set()
+        pad = getattr(self.model.config.text, "pad_token_id", None)
+        self.pad_token_id = 0 if pad is None else int(pad)
+        self.max_context = int(self.model.config.text.max_position_embeddings)
+        gen_file = path / "generation_config.json"
+        self.defaults = GenerationDefaults.from_dict(json.loads(gen_file.read_text()) if gen_file.is_file() else {})
+        self.model_name = settings.model_name()
+        self.batcher = Batcher(
+            self._run_batch,
+            max_batch_size=settings.max_batch_size,
+            max_batch_tokens=settings.max_batch_tokens,
+            batch_wait_timeout_s=settings.batch_wait_timeout_s,
+            max_queued=settings.max_queued_requests,
+        )
+        self._pool = ThreadPoolExecutor(max_workers=settings.preprocess_workers, thread_name_prefix="ernie-vl-prep")
+        log.info("ernie-vl replica ready: model %s from %s on %s, eos %s", self.model_name, path, device, self.eos)
+
+    def decode_text(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def _prepare_sync(self, req: ChatCompletionRequest) -> tuple[Prepared, RowParams]:
+        messages, infos = to_processor_messages(req, self.settings)
+        check_estimate(estimate_image_tokens(self.processor, infos), self.settings)
+        prepared, _ = run_processor(self.processor, messages)
+        params = row_params(req, self.settings, self.defaults, prepared.num_prompt_tokens, self.max_context)
+        return prepared, params
+
+    async def prepare(self, req: ChatCompletionRequest) -> RequestJob:
+        """Media, processor and limits (in the preprocessing pool) -> a job ready to submit. Raises APIError."""
+        loop = asyncio.get_running_loop()
+        prepared, params = await loop.run_in_executor(self._pool, self._prepare_sync, req)
+        stream = TextStream(self.decode_text, req.stop_list(), self.byte_ids)
+        return RequestJob(prepared, params, stream, want_deltas=req.stream)
+
+    def _run_batch(self, jobs: list[RequestJob]) -> None:
+        decode_batch(
+            self.model,
+            [j.prepared for j in jobs],
+            [j.params for j in jobs],
+            self.eos,
+            lambda row, token, finish: jobs[row].on_token(token, finish),
+            pad_token_id=self.pad_token_id,
+        )
+
+    def healthy(self) -> bool:
+        return self.batcher._task is None or self.batcher.healthy()

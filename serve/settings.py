@@ -1,0 +1,179 @@
+"""Server settings: one plain dataclass shared by the CLI, the Serve config YAML (`args:`) and the tests.
+
+Everything a replica needs to build itself travels in this dataclass (as a plain dict, so it survives Ray's
+serialisation and reads naturally in YAML). Secrets do not: the API key is stored as its SHA-256 digest
+(`api_key_sha256`) or read by the replica from an environment variable (`api_key_env`), so neither the Ray
+dashboard nor a config file ever shows it.
+
+Limits are enforced in this order (each before the more expensive step that follows it):
+request bytes -> JSON -> schema -> media bytes -> image pixels / video frames (from headers, before decoding)
+-> prompt tokens (after the processor, before generation) -> queue admission.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_API_KEY_ENV = "ERNIE_VL_API_KEY"
+
+
+def check_expert_shards(expert_shards: int) -> None:
+    """The one place that decides whether expert-parallel serving is available (it is not yet)."""
+    if not isinstance(expert_shards, int) or expert_shards < 1:
+        raise ValueError(f"expert_shards must be a positive integer, got {expert_shards!r}")
+    if expert_shards > 1:
+        raise NotImplementedError(
+            f"expert_shards={expert_shards}: expert-parallel serving (one replica spread over several GPUs) is not "
+            "implemented yet; use expert_shards=1 and scale out with more replicas"
+        )
+
+
+def hash_api_key(key: str) -> str:
+    """Hex SHA-256 of an API key: what the settings carry instead of the key itself."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class ServeSettings:
+    """Settings of one ERNIE-VL serving application (all replicas share them).
+
+    Model:
+        model: checkpoint folder; None = the embedded tiny checkpoint.
+        served_model_name: the `model` id clients send and /v1/models lists (default: the folder name,
+            "ernie-vl-tiny" for the embedded checkpoint).
+        dtype, device: passed to `ernie_vl.load_model` (None = checkpoint dtype / cuda if available else cpu).
+        torch_threads: intra-op threads per replica (0 = leave torch's default).
+        expert_shards: GPUs one replica's experts are spread over; only 1 is supported (see check_expert_shards).
+    Generation:
+        default_max_tokens: completion budget when a request gives no max_tokens.
+        max_tokens_limit: the largest max_tokens a request may ask for.
+        max_prompt_tokens: prompt length limit (text + image + video tokens); the model's context caps it too.
+    Batching and backpressure (per replica):
+        max_batch_size, max_batch_tokens: a batch closes at this many requests or padded (prompt + new) tokens.
+        batch_wait_timeout_s: how long the first request of a batch waits for company.
+        max_queued_requests: requests admitted to the replica's queue beyond that are answered 429.
+        request_timeout_s: a request still unanswered after this many seconds gets 503 (never a hang).
+        preprocess_workers: threads that fetch media and run the processor.
+    Security:
+        api_key_sha256 / api_key_env: require `Authorization: Bearer <key>` when either is set.
+        media_roots: folders local files (paths and file:// URLs) may be read from; empty = no local files.
+        allowed_url_prefixes: http(s) URL prefixes that may be fetched (e.g. "https://images.example.com/");
+            empty = remote URLs are refused (no SSRF).
+        max_request_bytes: HTTP body limit. max_media_bytes: one image/video (decoded data URL, file or download).
+        max_image_pixels: width*height read from the image header, checked before decoding.
+        max_video_frames, max_video_pixels, max_video_seconds: read from the container, checked before decoding.
+        max_media_items: images + videos per request. url_timeout_s: remote fetch timeout.
+    Deployment (used by the CLI/`build_app`; a Serve config's `deployments:` section overrides them):
+        replicas (fixed count, or the minimum when autoscaling), max_replicas (> replicas turns autoscaling on),
+        num_cpus, num_gpus (per replica), max_ongoing_requests (per replica), max_queued_requests_serve (requests
+        Serve holds in front of the replicas before answering 429).
+    """
+
+    model: str | None = None
+    served_model_name: str | None = None
+    dtype: str | None = None
+    device: str | None = None
+    torch_threads: int = 0
+    expert_shards: int = 1
+
+    default_max_tokens: int = 64
+    max_tokens_limit: int = 1024
+    max_prompt_tokens: int = 8192
+
+    max_batch_size: int = 32
+    max_batch_tokens: int = 16384
+    batch_wait_timeout_s: float = 0.01
+    max_queued_requests: int = 256
+    request_timeout_s: float = 300.0
+    preprocess_workers: int = 2
+
+    api_key_sha256: str | None = None
+    api_key_env: str | None = None
+    media_roots: list[str] = field(default_factory=list)
+    allowed_url_prefixes: list[str] = field(default_factory=list)
+    max_request_bytes: int = 32 << 20
+    max_media_bytes: int = 16 << 20
+    max_image_pixels: int = 4096 * 4096
+    max_video_frames: int = 4096
+    max_video_pixels: int = 1920 * 1080
+    max_video_seconds: float = 600.0
+    max_media_items: int = 16
+    url_timeout_s: float = 10.0
+
+    replicas: int = 1
+    max_replicas: int = 0
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    max_ongoing_requests: int = 64
+    max_queued_requests_serve: int = 256
+
+    def __post_init__(self):
+        check_expert_shards(self.expert_shards)
+        positive = ("default_max_tokens", "max_tokens_limit", "max_prompt_tokens", "max_batch_size",
+                    "max_batch_tokens", "max_queued_requests", "preprocess_workers", "max_request_bytes",
+                    "max_media_bytes", "max_image_pixels", "max_video_frames", "max_video_pixels", "replicas",
+                    "max_ongoing_requests")
+        bad = {k: getattr(self, k) for k in positive if not (isinstance(getattr(self, k), int) and getattr(self, k) > 0)}
+        if bad:
+            raise ValueError(f"these settings must be positive integers: {bad}")
+        if self.max_replicas and self.max_replicas < self.replicas:
+            raise ValueError(f"max_replicas={self.max_replicas} is below replicas={self.replicas}")
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ValueError(
+                f"default_max_tokens={self.default_max_tokens} exceeds max_tokens_limit={self.max_tokens_limit}"
+            )
+        for k in ("batch_wait_timeout_s", "request_timeout_s", "url_timeout_s", "max_video_seconds"):
+            if float(getattr(self, k)) < 0:
+                raise ValueError(f"{k} must be >= 0, got {getattr(self, k)}")
+        for prefix in self.allowed_url_prefixes:
+            if not prefix.startswith(("http://", "https://")) or prefix.count("/") < 3:
+                raise ValueError(
+                    f"allowed_url_prefixes entries must look like 'https://host[:port]/path/', got {prefix!r} "
+                    "(the host part must end with '/', so 'https://a.com' cannot match 'https://a.com.evil.net')"
+                )
+        self.media_roots = [str(Path(r).expanduser().resolve()) for r in self.media_roots]
+
+    @classmethod
+    def from_dict(cls, args: dict[str, Any] | None) -> "ServeSettings":
+        """From a plain dict (Serve config `args:`); unknown keys are an error that lists the valid ones."""
+        args = dict(args or {})
+        if "api_key" in args:  # a plain key would show in the Ray dashboard and in config files
+            raise ValueError("pass api_key_sha256 or api_key_env in the settings, not the key itself")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(args) - names)
+        if unknown:
+            raise ValueError(f"unknown serve settings {unknown}; valid: {sorted(names)}")
+        return cls(**args)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def model_path(self) -> Path:
+        """The checkpoint folder (building the embedded tiny checkpoint on first use)."""
+        if self.model:
+            return Path(self.model).expanduser().resolve()
+        from ernie_vl.tiny import default_model_path
+
+        return default_model_path()
+
+    def model_name(self) -> str:
+        if self.served_model_name:
+            return self.served_model_name
+        return Path(self.model).expanduser().resolve().name if self.model else "ernie-vl-tiny"
+
+    def api_key_digest(self) -> str | None:
+        """The digest requests are checked against, or None when no key is required."""
+        if self.api_key_sha256:
+            return self.api_key_sha256.lower()
+        if self.api_key_env:
+            key = os.environ.get(self.api_key_env)
+            if not key:
+                raise ValueError(f"api_key_env={self.api_key_env!r} is set but that environment variable is empty")
+            return hash_api_key(key)
+        return None

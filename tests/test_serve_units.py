@@ -1,0 +1,433 @@
+"""Server building blocks without Ray: settings, schemas, security, media checks, text streaming, batching, decoding.
+
+The HTTP-level behaviour (real server, real clients) is in test_serve.py; these pin the rules it relies on.
+"""
+
+import asyncio
+import base64
+import http.server
+import io
+import os
+import threading
+import time
+
+import pytest
+import torch
+
+from serve.errors import APIError
+from serve.settings import ServeSettings, check_expert_shards, hash_api_key
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def png_bytes(w=64, h=48, color=(200, 30, 30), mode="RGB") -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new(mode, (w, h), color if mode == "RGB" else 0).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def mp4_bytes(frames=16, w=64, h=48, fps=8) -> bytes:
+    import av
+    import numpy as np
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as c:
+        st = c.add_stream("mpeg4", rate=fps)
+        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), (i * 15) % 255, np.uint8), format="rgb24")
+            for pkt in st.encode(frame):
+                c.mux(pkt)
+        for pkt in st.encode():
+            c.mux(pkt)
+    return buf.getvalue()
+
+
+def data_url(data: bytes, mime="image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def raises(status: int, fn, *args, contains: str | None = None, **kw) -> APIError:
+    with pytest.raises(APIError) as ei:
+        fn(*args, **kw)
+    assert ei.value.status == status, (ei.value.status, ei.value.message)
+    if contains:
+        assert contains in ei.value.message, ei.value.message
+    return ei.value
+
+
+# ----------------------------------------------------------------------------------------------- settings
+
+
+def test_expert_shards_above_one_is_not_implemented_from_one_place():
+    check_expert_shards(1)
+    with pytest.raises(NotImplementedError, match="expert_shards=2.*not implemented"):
+        check_expert_shards(2)
+    with pytest.raises(NotImplementedError):
+        ServeSettings(expert_shards=4)
+    with pytest.raises(ValueError):
+        ServeSettings(expert_shards=0)
+
+
+def test_settings_refuse_unknown_keys_plain_keys_and_loose_prefixes():
+    with pytest.raises(ValueError, match="unknown serve settings.*max_batch"):
+        ServeSettings.from_dict({"max_batch": 3})
+    with pytest.raises(ValueError, match="not the key itself"):
+        ServeSettings.from_dict({"api_key": "secret"})
+    with pytest.raises(ValueError, match="host part must end"):
+        ServeSettings(allowed_url_prefixes=["https://images.example.com"])
+    s = ServeSettings.from_dict({"api_key_sha256": hash_api_key("k"), "media_roots": ["."]})
+    assert s.api_key_digest() == hash_api_key("k") and os.path.isabs(s.media_roots[0])
+    assert ServeSettings().model_name() == "ernie-vl-tiny"
+
+
+def test_serve_command_is_registered_and_expert_shards_fail_cleanly(capsys):
+    from ernie_vl.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--expert-shards", "2"])
+    assert args.host == "127.0.0.1" and args.port == 8000 and args.replicas == 1
+    assert args.func(args) == 2
+    assert "expert-parallel serving" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------- schemas
+
+
+@pytest.mark.parametrize("body, where, text", [
+    ({"messages": [{"role": "user", "content": [{"type": "input_audio", "x": 1}]}]},
+     "messages[0].content[0]", "unknown content part type 'input_audio'"),
+    ({"messages": [{"role": "user", "content": [{"text": "hi"}]}]}, "messages[0].content[0]", "no 'type'"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role", "unsupported role"),
+    ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content", "string or a list"),
+    ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": "10"}, "max_tokens", "integer"),
+    ({"messages": [{"role": "user", "content": "hi"}], "temperature": True}, "temperature", "number"),
+    ({"messages": [{"role": "user", "content": "hi"}], "temperature": 3.0}, "temperature", "less than"),
+    ({"messages": []}, "messages", "at least 1"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "http://x"}]}]},
+     "messages[0].content[0].image_url", "JSON object"),
+    ({"messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {}}]}]},
+     "messages[0].content[0].video_url.url", "required"),
+    ({"messages": [{"role": "user", "content": "hi"}], "n": 2}, "n", "n=2"),
+    ({"messages": [{"role": "user", "content": "hi"}], "stop": ["a"] * 5}, "stop", "at most 4"),
+    ({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}, "tools", "not supported"),
+    ({"messages": [{"role": "user", "content": "hi"}], "logprobs": True}, "logprobs", "not supported"),
+])
+def test_request_validation_names_the_field(body, where, text):
+    from serve.schemas import parse_request
+
+    err = raises(400, parse_request, body)
+    assert err.param == where and err.message.startswith(where) and text in err.message, err.message
+
+
+def test_request_accepts_the_openai_subset_and_ignores_unknown_fields():
+    from serve.schemas import parse_request
+
+    req = parse_request({
+        "model": "m", "messages": [{"role": "developer", "content": "be brief"},
+                                   {"role": "user", "content": [{"type": "text", "text": "hi"},
+                                                                {"type": "image_url", "image_url": {"url": "x"}}]}],
+        "max_completion_tokens": 5, "temperature": 0, "top_p": 0.9, "seed": 3, "stop": "\n", "n": 1,
+        "stream": True, "stream_options": {"include_usage": True}, "user": "someone", "frequency_penalty": 0,
+    })
+    assert req.requested_max_tokens() == 5 and req.stop_list() == ["\n"] and req.temperature == 0.0
+    raises(400, parse_request, [1, 2], contains="JSON object")
+
+
+# ----------------------------------------------------------------------------------------------- security
+
+
+@pytest.fixture()
+def roots(tmp_path):
+    root = tmp_path / "media"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "cat.png").write_bytes(png_bytes())
+    outside = tmp_path / "secret.txt"
+    outside.write_text("TOP-SECRET-CONTENT")
+    (root / "escape.png").symlink_to(outside)
+    (root / "inner.png").symlink_to(root / "sub" / "cat.png")
+    return root, outside
+
+
+def test_local_paths_are_confined_to_media_roots(roots):
+    from serve.security import read_local_file, resolve_local_file
+
+    root, outside = roots
+    r = [str(root)]
+    assert resolve_local_file(str(root / "sub" / "cat.png"), r, "p") == str(root / "sub" / "cat.png")
+    assert resolve_local_file("sub/cat.png", r, "p") == str(root / "sub" / "cat.png")  # relative to the root
+    assert resolve_local_file(f"file://{root}/inner.png", r, "p") == str(root / "sub" / "cat.png")  # link inside
+    msgs = {raises(403, resolve_local_file, ref, r, "p").message for ref in [
+        str(outside), f"{root}/sub/../../secret.txt", "../secret.txt", str(root / "escape.png"),
+        f"file://{outside}", "/etc/passwd", "/no/such/file/anywhere.png",
+    ]}
+    assert msgs == {"p: the path is outside the server's allowed media roots"}  # no existence oracle
+    raises(403, resolve_local_file, f"file://otherhost{root}/sub/cat.png", r, "p", contains="host")
+    raises(403, resolve_local_file, str(root / "sub" / "cat.png"), [], "p", contains="disabled")
+    raises(400, resolve_local_file, str(root / "sub" / "missing.png"), r, "p", contains="no such file")
+    raises(413, read_local_file, str(root / "sub" / "cat.png"), 10, "p")
+
+
+def test_remote_urls_need_the_allow_list():
+    from serve.security import check_remote_url
+
+    allow = ["https://img.example.com/pub/"]
+    assert check_remote_url("https://img.example.com/pub/a.png", allow, "p")
+    raises(403, check_remote_url, "https://img.example.com/pub/a.png", [], "p", contains="disabled")
+    for url in ["https://img.example.com.evil.net/pub/a.png", "https://img.example.com@evil.net/pub/a.png",
+                "https://img.example.com/pub/../private/a.png", "https://img.example.com/pub/%2e%2e/x",
+                "https://img.example.com/private/a.png", "http://169.254.169.254/latest/meta-data/"]:
+        raises(403, check_remote_url, url, allow, "p")
+
+
+def test_api_key_check():
+    from serve.security import check_api_key
+
+    digest = hash_api_key("sk-good")
+    check_api_key(None, None)
+    check_api_key("Bearer sk-good", digest)
+    for header in [None, "sk-good", "Bearer ", "Basic sk-good", "Bearer sk-bad"]:
+        raises(401, check_api_key, header, digest)
+
+
+# ----------------------------------------------------------------------------------------------- media
+
+
+def test_media_limits_are_checked_before_decoding():
+    from serve.media import load_media
+
+    s = ServeSettings(max_image_pixels=100 * 100, max_media_bytes=200_000, max_video_frames=20,
+                      max_video_pixels=64 * 48)
+    data, info = load_media(data_url(png_bytes()), "image", "p", s)
+    assert info.width == 64 and info.height == 48 and data == png_bytes()
+    raises(400, load_media, data_url(png_bytes(200, 200)), "image", "p", s, contains="40000 pixels")
+    raises(400, load_media, data_url(png_bytes(20000, 20000, mode="1")), "image", "p", s, contains="too many pixels")
+    raises(413, load_media, data_url(os.urandom(300_000)), "image", "p", s)
+    raises(400, load_media, "data:image/png;base64,@@@", "image", "p", s, contains="base64")
+    raises(400, load_media, data_url(b"hello"), "image", "p", s, contains="could not be identified")
+    raises(400, load_media, data_url(png_bytes(), "text/html"), "image", "p", s, contains="text/html")
+    raises(400, load_media, "ftp://host/a.png", "image", "p", s, contains="scheme 'ftp'")
+    _, vinfo = load_media(data_url(mp4_bytes(16), "video/mp4"), "video", "p", s)
+    assert (vinfo.frames, vinfo.width, vinfo.height) == (16, 64, 48)
+    raises(400, load_media, data_url(mp4_bytes(24), "video/mp4"), "video", "p", s, contains="24 frames")
+    raises(400, load_media, data_url(mp4_bytes(4, 128, 96), "video/mp4"), "video", "p", s, contains="128x96")
+    raises(400, load_media, data_url(png_bytes(), "video/mp4"), "video", "p", s)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        if self.path == "/ok/cat.png":
+            body = png_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path == "/ok/redirect.png":
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.1:1/secret")
+            self.end_headers()
+        else:
+            self.send_response(404)
+            self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_allowed_urls_are_fetched_without_following_redirects():
+    from serve.media import load_media
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        s = ServeSettings(allowed_url_prefixes=[f"{base}/ok/"], url_timeout_s=5)
+        data, info = load_media(f"{base}/ok/cat.png", "image", "p", s)
+        assert info.width == 64
+        raises(400, load_media, f"{base}/ok/redirect.png", "image", "p", s, contains="redirects are not followed")
+        raises(403, load_media, f"{base}/other/cat.png", "image", "p", s, contains="allow-list")
+        small = ServeSettings(allowed_url_prefixes=[f"{base}/ok/"], max_media_bytes=10)
+        raises(413, load_media, f"{base}/ok/cat.png", "image", "p", small)
+    finally:
+        server.shutdown()
+
+
+# ----------------------------------------------------------------------------------------------- text stream
+
+
+def test_text_stream_holds_back_partial_stops_and_split_characters():
+    from serve.textstream import TextStream
+
+    pieces = {1: "Hello", 2: " wor", 3: "ld", 4: "\n\nEND", 5: " more"}
+    ts = TextStream(lambda ids: "".join(pieces[i] for i in ids), stop=["\n\nEND"])
+    out = [ts.push(t) for t in (1, 2, 3, 4, 5)]
+    assert out[:4] == [("Hello", False), (" wor", False), ("ld", False), ("", True)]
+    assert ts.text == "Hello world" and ts.stopped
+
+    ts = TextStream(lambda ids: "".join(pieces[i] for i in ids), stop=["ld\n"])
+    assert [ts.push(t)[0] for t in (1, 2, 3)] == ["Hello", " wor", ""]  # "ld" may start the stop string
+    assert ts.push(5) == ("ld more", False)
+
+    raw = "é".encode() + b"!"  # a two-byte character split over two tokens
+    toks = {1: raw[:1], 2: raw[1:2], 3: raw[2:]}
+    ts = TextStream(lambda ids: b"".join(toks[i] for i in ids).decode("utf-8", errors="replace"))
+    assert [ts.push(t)[0] for t in (1, 2, 3)] == ["", "é", "!"]
+    assert ts.finish() == "" and ts.text == "é!"
+
+
+def test_streamed_deltas_join_to_the_batch_decode_with_the_real_tokenizer(tiny_dir):
+    """Byte-fallback runs can rewrite already-decoded text; the stream must wait for them (random sequences)."""
+    import random
+
+    from ernie_vl.tokenizer import Tokenizer
+    from serve.textstream import TextStream, byte_fallback_ids
+
+    tok = Tokenizer.from_pretrained(tiny_dir)
+    vocab = tok.backend.get_vocab()
+    byte_ids = sorted(byte_fallback_ids(vocab))
+    assert len(byte_ids) == 256
+    rng = random.Random(0)
+    ids = sorted(vocab.values())
+    for _ in range(200):
+        seq = [rng.choice(byte_ids) if rng.random() < 0.5 else rng.choice(ids) for _ in range(rng.randint(1, 30))]
+        ts = TextStream(lambda t: tok.decode(t, skip_special_tokens=True), byte_ids=byte_ids)
+        sent = "".join(ts.push(t)[0] for t in seq)
+        assert tok.decode(seq, skip_special_tokens=True).startswith(sent)
+        assert sent + ts.finish() == tok.decode(seq, skip_special_tokens=True)
+
+
+# ----------------------------------------------------------------------------------------------- batching
+
+
+class _FakeJob:
+    def __init__(self, cost):
+        self.cost, self.cancelled, self.failed = cost, False, None
+
+    def fail(self, exc):
+        self.failed = exc
+
+
+def test_batcher_closes_batches_by_size_tokens_and_wait_and_bounds_its_queue():
+    from serve.batching import Batcher, QueueFull
+
+    seen = []
+
+    def run(batch):
+        seen.append([j.cost for j in batch])
+        time.sleep(0.05)
+
+    async def main():
+        b = Batcher(run, max_batch_size=3, max_batch_tokens=100, batch_wait_timeout_s=0.05, max_queued=7)
+        jobs = [_FakeJob(c) for c in (10, 10, 10, 10, 40, 40, 30)]
+        for j in jobs:
+            b.submit(j)
+        with pytest.raises(QueueFull, match="7 requests are already waiting"):
+            b.submit(_FakeJob(1))
+        jobs[3].cancelled = True  # its client went away: dropped, never run
+        while b.queued or b.running or len(seen) < 3:
+            await asyncio.sleep(0.005)
+        t0 = time.monotonic()
+        b.submit(_FakeJob(5))  # alone: runs once the wait budget is spent
+        while b.queued or b.running or len(seen) < 4:
+            await asyncio.sleep(0.005)
+        waited = time.monotonic() - t0
+        await b.stop()
+        return waited
+
+    waited = asyncio.run(asyncio.wait_for(main(), 10))
+    # size bound (3), cancelled job dropped, token bound (40 x 3 rows > 100), then the lone job after its wait
+    assert seen == [[10, 10, 10], [40, 40], [30], [5]]
+    assert 0.04 <= waited < 1.0
+
+
+def test_batcher_reports_a_failed_batch_to_its_jobs_and_keeps_running():
+    from serve.batching import Batcher
+
+    def run(batch):
+        if batch[0].cost == 1:
+            raise RuntimeError("boom")
+
+    async def main():
+        b = Batcher(run, batch_wait_timeout_s=0.0)
+        bad, good = _FakeJob(1), _FakeJob(2)
+        b.submit(bad)
+        while b.queued or b.running or b.batches_run < 1:
+            await asyncio.sleep(0.01)
+        b.submit(good)
+        while b.batches_run < 2:
+            await asyncio.sleep(0.01)
+        healthy = b.healthy()
+        await b.stop()
+        return bad, good, healthy
+
+    bad, good, healthy = asyncio.run(asyncio.wait_for(main(), 10))
+    assert isinstance(bad.failed, RuntimeError) and good.failed is None and healthy
+
+
+# ----------------------------------------------------------------------------------------------- decoding
+
+
+def _requests(model, g):
+    from ernie_vl.engine import Prepared
+
+    c = model.config
+    reqs = []
+    for n_text, grid in [(9, None), (4, [1, 4, 4]), (13, [1, 2, 6]), (3, None), (6, [1, 4, 2])]:
+        ids = torch.randint(20, 500, (n_text,), generator=g)
+        kw = {}
+        if grid:
+            n_tok = grid[1] * grid[2] // 4
+            ids = torch.cat([ids, torch.tensor([c.image_start_token_id] + [c.image_token_id] * n_tok
+                                               + [c.image_end_token_id]), ids[:2]])
+            kw = {"pixel_values": torch.randn(grid[1] * grid[2], 588, generator=g),
+                  "image_grid_thw": torch.tensor([grid])}
+        reqs.append(Prepared(input_ids=ids, **kw))
+    return reqs
+
+
+def _decode(model, reqs, params, eos):
+    from serve.decode import decode_batch
+
+    tokens = [[] for _ in reqs]
+    finish = [None] * len(reqs)
+
+    def on_token(row, tok, fin):
+        tokens[row].append(tok)
+        finish[row] = fin
+        return False
+
+    decode_batch(model, reqs, params, eos, on_token)
+    return tokens, finish
+
+
+def test_decode_batch_equals_engine_generate_greedy(tiny_dir):
+    """The server's step-wise loop gives the batch engine's tokens (early EOS stops and mixed budgets included)."""
+    import ernie_vl
+    from ernie_vl.engine import Engine, GenerationSettings
+    from serve.decode import RowParams
+
+    model = ernie_vl.load_model(tiny_dir)
+    reqs = _requests(model, torch.Generator().manual_seed(0))
+    eos = Engine(model).generate(reqs[:1], GenerationSettings(max_new_tokens=10))[0].tokens[3]
+    ref = Engine(model, max_batch_size=2).generate(reqs, GenerationSettings(max_new_tokens=10, eos_token_id=[eos]))
+    tokens, finish = _decode(model, reqs, [RowParams(10)] * len(reqs), [eos])
+    assert tokens == [r.tokens for r in ref]
+    assert finish == [r.finish_reason for r in ref]
+    budgets = [3, 10, 1, 7, 5]  # per-request max_tokens inside one batch
+    tokens, finish = _decode(model, reqs, [RowParams(b) for b in budgets], [eos])
+    assert tokens == [r.tokens[:b] for r, b in zip(ref, budgets)]
+
+
+def test_seeded_sampling_does_not_depend_on_the_batch(tiny_dir):
+    import ernie_vl
+    from serve.decode import RowParams
+
+    model = ernie_vl.load_model(tiny_dir)
+    reqs = _requests(model, torch.Generator().manual_seed(1))
+    p = RowParams(8, do_sample=True, temperature=1.0, top_p=0.9, top_k=50, seed=7)
+    alone, _ = _decode(model, reqs[:1], [p], [])
+    together, _ = _decode(model, reqs, [p] + [RowParams(8)] * 4, [])
+    assert together[0] == alone[0]
+    other, _ = _decode(model, reqs[:1], [RowParams(8, True, 1.0, 0.9, 50, seed=8)], [])
+    assert other[0] != alone[0]
