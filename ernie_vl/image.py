@@ -415,19 +415,22 @@ class _Normalizer:
 
 
 def patchify_into(out: torch.Tensor, image: torch.Tensor, patch_size: int, merge_size: int, temporal: int = 1) -> None:
-    """Write the patch rows of one ``[C, H, W]`` image into ``out`` ``[gh·gw, C·temporal·P·P]`` (any dtype).
+    """Write the patch rows of ``[C, H, W]`` (or a batch ``[N, C, H, W]``) into ``out`` ``[N·gh·gw, C·temporal·P·P]``.
 
-    Row order (bh, bw, mh, mw), column order (c, t, py, px) — the reference's permute; the temporal copies are the
-    same pixels (image ``temporal_patch_size`` = 1 in practice).
+    Row order (image, bh, bw, mh, mw), column order (c, t, py, px) — the reference's permute; the temporal copies are
+    the same pixels (image ``temporal_patch_size`` = 1 in practice). Converts dtype on the fly (uint8 → float32).
     """
-    c, h, w = image.shape
+    batch = image if image.ndim == 4 else image.unsqueeze(0)
+    n, c, h, w = batch.shape
     p, m = patch_size, merge_size
     gh, gw = h // p, w // p
-    src = image.reshape(c, gh // m, m, p, gw // m, m, p).permute(1, 4, 2, 5, 0, 3, 6)  # [gh/m, gw/m, m, m, C, P, P]
+    src = batch.reshape(n, c, gh // m, m, p, gw // m, m, p).permute(0, 2, 5, 3, 6, 1, 4, 7)  # [N, gh/m, gw/m, m, m, C, P, P]
     if temporal == 1:
-        out.view(gh // m, gw // m, m, m, c, p, p).copy_(src)
+        out.view(n, gh // m, gw // m, m, m, c, p, p).copy_(src)
     else:
-        out.view(gh // m, gw // m, m, m, c, temporal, p, p).copy_(src.unsqueeze(5).expand(-1, -1, -1, -1, -1, temporal, -1, -1))
+        out.view(n, gh // m, gw // m, m, m, c, temporal, p, p).copy_(
+            src.unsqueeze(6).expand(-1, -1, -1, -1, -1, -1, temporal, -1, -1)
+        )
 
 
 class ImageProcessor:

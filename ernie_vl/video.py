@@ -260,6 +260,7 @@ class TimestampDrawer:
         self.font_path = str(font_path)
         self.size_factor = size_factor
         self._fonts: dict[int, ImageFont.FreeTypeFont] = {}
+        self._crops: dict[tuple[int, int, str], tuple[int, int]] = {}
         try:
             ImageFont.truetype(self.font_path)
         except (OSError, TypeError) as e:
@@ -270,6 +271,24 @@ class TimestampDrawer:
         if f is None:
             f = self._fonts[size] = ImageFont.truetype(self.font_path, size)
         return f
+
+    def _crop_size(self, font, font_size: int, stroke: int, text: str) -> tuple[int, int]:
+        """A (width, height) from the top-left corner that contains every pixel the text drawing can touch.
+
+        Cached per font size and text "shape" (digits replaced by the widest digit, so one measurement covers all
+        timestamps); a margin of a quarter font size plus the stroke covers kerning and antialiased edges.
+        """
+        shape = "".join("0" if c.isdigit() else c for c in text)
+        key = (font_size, stroke, shape)
+        size = self._crops.get(key)
+        if size is None:
+            widest = max("0123456789", key=lambda d: font.getlength(d))
+            probe = "".join(widest if c.isdigit() else c for c in text)
+            boxes = [font.getbbox(t, stroke_width=stroke) for t in (probe, text)]
+            margin = font_size // 4 + stroke + 4
+            size = (max(b[2] for b in boxes) + margin, max(b[3] for b in boxes) + margin)
+            self._crops[key] = size
+        return size
 
     def draw(self, frame: np.ndarray, text: str, source: str | None = None) -> None:
         """``frame`` ``[H, W, 3]`` uint8, writable; modified in place."""
@@ -283,12 +302,8 @@ class TimestampDrawer:
             )
         stroke = int(font_size * self.size_factor)
         font = self.font(font_size)
-        left, top, right, bottom = font.getbbox(text, stroke_width=stroke)
-        # The drawn pixels lie inside the bbox; a margin keeps antialiased edges and rounding on the safe side.
-        ch = min(h, max(0, bottom) + stroke + 4)
-        cw = min(w, max(0, right) + stroke + 4)
-        if ch <= 0 or cw <= 0:
-            return
+        cw, ch = self._crop_size(font, font_size, stroke, text)
+        cw, ch = min(w, cw), min(h, ch)
         crop = PIL.Image.fromarray(np.ascontiguousarray(frame[:ch, :cw]))
         ImageDraw.Draw(crop).text(
             (0, 0), text, font=font, fill=(0, 0, 0), stroke_width=stroke, stroke_fill=(255, 255, 255)
@@ -344,29 +359,112 @@ def _short(e: Any, n: int = 200) -> str:
     return s if len(s) <= n else s[:n] + "..."
 
 
+def _nal_units(data: bytes, length_size: int | None):
+    """NAL unit payloads of an H.264/HEVC access unit (length-prefixed AVCC/HVCC, or Annex B when length_size is None)."""
+    if length_size:
+        i = 0
+        while i + length_size <= len(data):
+            n = int.from_bytes(data[i : i + length_size], "big")
+            i += length_size
+            if n <= 0 or i + n > len(data):
+                return
+            yield data[i : i + n]
+            i += n
+    else:
+        starts = []
+        i = data.find(b"\x00\x00\x01")
+        while i >= 0:
+            starts.append(i + 3)
+            i = data.find(b"\x00\x00\x01", i + 3)
+        for a, b in zip(starts, starts[1:] + [len(data) + 3]):
+            yield data[a : b - 3]
+
+
+def _idr_checker(codec: str, extradata: bytes | None) -> Callable[[bytes], bool] | None:
+    """A function telling whether an H.264/HEVC keyframe packet starts with an IDR picture (a closed entry point:
+    nothing after it references anything before it); None for codecs without that notion."""
+    ext = bytes(extradata or b"")
+    if codec == "h264":
+        length = (ext[4] & 3) + 1 if len(ext) > 4 and ext[0] == 1 else None
+        vcl, idr = set(range(1, 6)), {5}
+
+        def nal_type(nal: bytes) -> int:
+            return nal[0] & 0x1F
+
+    elif codec == "hevc":
+        length = (ext[21] & 3) + 1 if len(ext) > 21 and ext[0] == 1 else None
+        vcl, idr = set(range(0, 32)), {19, 20}
+
+        def nal_type(nal: bytes) -> int:
+            return (nal[0] >> 1) & 0x3F
+
+    else:
+        return None
+
+    def is_idr(data: bytes) -> bool:
+        for nal in _nal_units(data, length):
+            if nal:
+                t = nal_type(nal)
+                if t in vcl:
+                    return t in idr
+        return False
+
+    return is_idr
+
+
+class _SeekMismatch(Exception):
+    """The demuxer did not land where a jump needed it; the caller falls back to sequential decoding."""
+
+
 class _OpenedVideo:
-    """An opened container with its demuxed packets (no decoding yet) and the reference metadata."""
+    """A video container with its packet index (pass 1: demux only) and the reference metadata.
+
+    Decoding (:meth:`frames`) reopens the container and produces exactly the frames a full sequential decode would
+    give for the wanted indices, while decoding as little as possible:
+
+    * sequential mode (any container/codec): decode in order, stop after the last wanted frame;
+    * skipping mode (mp4/mov and Matroska, where packet pts are presentation times, with H.264/HEVC/MPEG-4/MPEG-2):
+      unwanted non-reference frames are dropped by the decoder (``skip_frame=NONREF``), and whole GOPs without a
+      wanted frame are skipped by seeking to the next *closed* entry point (a keyframe that is an IDR picture for
+      H.264/HEVC, and whose GOP shows no frame before it), so every decoded frame has its full-decode pixels.
+    """
 
     def __init__(self, src: Any, source: str):
         from av.video.reformatter import VideoReformatter
 
         self.source = source
+        if hasattr(src, "read") and not isinstance(src, (str, os.PathLike)):
+            try:
+                src = src.read()
+            except OSError as e:
+                raise VideoError(f"cannot read file object ({e})", source) from e
+        self._src = src
         self.container = _open_container(src, source)
         # One cached swscale context per video; same conversion as `VideoFrame.to_ndarray(format="rgb24")`.
         self._reformatter = VideoReformatter()
+        self.stats = {"packets_decoded": 0, "jumps": 0}
         try:
             self.stream = self.container.streams.video[0]
+            self.codec = self.stream.codec_context.name
+            is_idr = _idr_checker(self.codec, self.stream.codec_context.extradata)
+            pts, key, idr = [], [], []
             try:
-                self.packets = [p for p in self.container.demux(self.stream) if p.size > 0]
+                for p in self.container.demux(self.stream):
+                    if p.size <= 0:
+                        continue
+                    pts.append(p.pts)
+                    key.append(bool(p.is_keyframe))
+                    idr.append(bool(p.is_keyframe) and (is_idr is None or is_idr(bytes(p))))
             except Exception as e:
                 raise VideoError(f"cannot read video packets ({type(e).__name__}: {_short(e)})", source) from e
-            if not self.packets:
+            if not pts:
                 raise VideoError("video stream has no frames", source)
+            self._pts, self._key, self._idr = pts, key, idr
             rate = self.stream.average_rate or self.stream.guessed_rate
             self.fps = float(rate) if rate else None
             # The reference trusts the container's frame count; when a container has none (Matroska, WebM) the
             # reference would fail, we count the packets instead.
-            self.total = int(self.stream.frames) or len(self.packets)
+            self.total = int(self.stream.frames) or len(pts)
             self.width, self.height = self.stream.codec_context.width, self.stream.codec_context.height
         except BaseException:
             self.container.close()
@@ -385,57 +483,108 @@ class _OpenedVideo:
     def close(self):
         self.container.close()
 
+    def _reopen(self):
+        self.container.close()
+        self.container = _open_container(self._src, self.source)
+        self.stream = self.container.streams.video[0]
+
     def _pts_index(self) -> dict[int, int] | None:
-        pts = [p.pts for p in self.packets]
+        pts = self._pts
         if any(p is None for p in pts) or len(set(pts)) != len(pts):
             return None
         return {p: i for i, p in enumerate(sorted(pts))}
 
     def frames(self, wanted: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(index, rgb24 [H0, W0, 3] uint8)`` for each wanted index (ascending, unique), decoding as little as
-        possible and stopping after the last one. Raises :class:`VideoError` if a wanted frame never comes out."""
+        """Yield ``(index, rgb24 [H0, W0, 3] uint8)`` for each wanted index, ascending; stops after the last one.
+        Raises :class:`VideoError` if a wanted frame never comes out (truncated file, wrong frame count)."""
         wanted = sorted(set(int(i) for i in wanted))
         if not wanted:
             return
+        self._reopen()
         index_of = self._pts_index()
-        codec = self.stream.codec_context.name
-        if index_of is not None and codec in _SKIP_SAFE_CODECS and self.container.format.name in _PTS_RELIABLE_FORMATS:
-            yield from self._frames_skipping(wanted, index_of)
-        else:
-            yield from self._frames_sequential(wanted)
+        if index_of is not None and self.codec in _SKIP_SAFE_CODECS and self.container.format.name in _PTS_RELIABLE_FORMATS:
+            done: list[int] = []
+            try:
+                for item in self._frames_skipping(wanted, index_of):
+                    done.append(item[0])
+                    yield item
+                return
+            except _SeekMismatch:
+                self._reopen()
+                wanted = [w for w in wanted if w > (done[-1] if done else -1)]
+        yield from self._frames_sequential(wanted)
 
     def _rgb(self, frame) -> np.ndarray:
         return self._reformatter.reformat(frame, format="rgb24").to_ndarray()
 
     def _decode(self, packet):
+        if packet is not None:
+            self.stats["packets_decoded"] += 1
         try:
             return self.stream.codec_context.decode(packet)
         except Exception as e:
             raise VideoError(f"decoding failed ({type(e).__name__}: {_short(e)})", self.source) from e
 
+    def _demux(self):
+        try:
+            for p in self.container.demux(self.stream):
+                if p.size > 0:
+                    yield p
+        except Exception as e:
+            raise VideoError(f"cannot read video packets ({type(e).__name__}: {_short(e)})", self.source) from e
+
     def _frames_sequential(self, wanted: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        if not wanted:
+            return
         wanted_set, last = set(wanted), wanted[-1]
         i = 0
-        for packet in [*self.packets, None]:
+        for packet in _with_flush(self._demux()):
             for frame in self._decode(packet):
                 if i in wanted_set:
                     yield i, self._rgb(frame)
                 i += 1
                 if i > last:
                     return
-        raise VideoError(f"video is truncated: frame {i} of {self.total} could not be decoded (wanted up to {last})", self.source)
+        raise VideoError(
+            f"video is truncated: only {i} frames could be decoded (container says {self.total}, wanted up to {last})",
+            self.source,
+        )
+
+    def _entry_points(self, disp: list[int]) -> list[int]:
+        """For each decode position q, the last closed entry point at or before q (position 0 always counts)."""
+        n = len(disp)
+        keys = [i for i in range(n) if self._key[i]] + [n]
+        entry = [False] * n
+        entry[0] = True
+        for a, b in zip(keys, keys[1:]):
+            # closed: an IDR (for H.264/HEVC) and no frame of its GOP is shown before it
+            if self._idr[a] and all(disp[j] > disp[a] for j in range(a + 1, b)):
+                entry[a] = True
+        last, out = 0, []
+        for i in range(n):
+            if entry[i]:
+                last = i
+            out.append(last)
+        return out
 
     def _frames_skipping(self, wanted: list[int], index_of: dict[int, int]) -> Iterator[tuple[int, np.ndarray]]:
+        pts = self._pts
+        disp = [index_of[p] for p in pts]  # presentation index of each packet, in decode order
+        pos_of_disp = {d: i for i, d in enumerate(disp)}
+        pos_of_pts = {p: i for i, p in enumerate(pts)}
+        entry_before = self._entry_points(disp)
+        remaining = list(wanted)  # ascending
         wanted_set = set(wanted)
-        remaining = len(wanted)
         last_idx = -1
+        cursor = 0  # next decode position the demuxer will give
+        floor = 0  # last entry point jumped to (never jump back to or before it)
         cc = self.stream.codec_context
-        for packet in [*self.packets, None]:
-            if packet is not None:
-                # Non-reference frames that are not wanted are dropped by the decoder; reference frames are always
-                # decoded, so every wanted frame gets exactly the pixels of a full sequential decode.
-                cc.skip_frame = "DEFAULT" if index_of[packet.pts] in wanted_set else "NONREF"
-            for frame in self._decode(packet):
+        skip_state = None
+        packets = self._demux()
+
+        def emit(frames):
+            nonlocal last_idx
+            for frame in frames:
                 idx = index_of.get(frame.pts)
                 if idx is None or idx <= last_idx:
                     # Output order disagrees with the packet timestamps: refuse rather than mislabel frames.
@@ -447,16 +596,54 @@ class _OpenedVideo:
                 last_idx = idx
                 if idx in wanted_set:
                     wanted_set.discard(idx)
+                    remaining.remove(idx)
                     yield idx, self._rgb(frame)
-                    remaining -= 1
-                    if remaining == 0:
+
+        while remaining:
+            if remaining[0] in pos_of_disp:
+                target = entry_before[pos_of_disp[remaining[0]]]
+                if target > cursor and target > floor:
+                    # Nothing wanted before `target` is still undecoded: drain, reset and seek to the entry point.
+                    yield from emit(self._decode(None))
+                    if not remaining:
                         return
-        missing = sorted(wanted_set)
-        raise VideoError(
-            f"video is truncated: {len(missing)} wanted frame(s) could not be decoded (first: {missing[0]}, "
-            f"container says {self.total} frames)",
-            self.source,
-        )
+                    cc.flush_buffers()
+                    try:
+                        self.container.seek(pts[target], stream=self.stream, backward=True, any_frame=False)
+                    except Exception as e:
+                        raise _SeekMismatch() from e
+                    packets = self._demux()
+                    floor, cursor, skip_state = target, -1, None
+                    self.stats["jumps"] += 1
+            packet = next(packets, None)
+            if packet is None:
+                yield from emit(self._decode(None))
+                break
+            pos = pos_of_pts.get(packet.pts)
+            if pos is None:
+                raise _SeekMismatch()
+            if cursor == -1 and (pos > floor or not self._key[pos]):
+                raise _SeekMismatch()  # landed after the entry point, or not on a keyframe
+            cursor = pos + 1
+            # Non-reference frames that are not wanted are dropped by the decoder; reference frames are always
+            # decoded, so every wanted frame gets exactly the pixels of a full sequential decode.
+            state = "DEFAULT" if disp[pos] in wanted_set else "NONREF"
+            if state != skip_state:
+                cc.skip_frame = state
+                skip_state = state
+            yield from emit(self._decode(packet))
+        if remaining:
+            raise VideoError(
+                f"video is truncated: {len(remaining)} wanted frame(s) could not be decoded (first: {remaining[0]}, "
+                f"container says {self.total} frames)",
+                self.source,
+            )
+
+
+def _with_flush(packets: Iterator[Any]) -> Iterator[Any]:
+    """The packets, then ``None`` (the decoder flush)."""
+    yield from packets
+    yield None
 
 
 def _in_background(it: Iterator[Any], depth: int = 4) -> Iterator[Any]:
@@ -566,6 +753,8 @@ class VideoProcessor:
         self.config = config
         # Decode (PyAV releases the GIL) in a helper thread while this one draws/resizes/normalizes.
         self.decode_thread = decode_thread
+        self.chunk_frames = 16  # frames per resize/normalize call
+        self.chunk_bytes = 48 * 1024 * 1024  # bound on the decoded-frame chunk buffer
         cfg = config
         self._normalizer = _Normalizer(
             cfg.image_mean, cfg.image_std, cfg.rescale_factor, cfg.do_rescale, cfg.do_normalize,
@@ -694,7 +883,7 @@ class VideoProcessor:
             h, w = h0, w0
         t_pad = n + (n % 2)
         gh, gw = h // cfg.patch_size, w // cfg.patch_size
-        plan.update(metadata=meta, size=(h, w), grid=(t_pad, gh, gw), rows=t_pad * gh * gw, n=n)
+        plan.update(metadata=meta, size=(h, w), frame_size=(h0, w0), grid=(t_pad, gh, gw), rows=t_pad * gh * gw, n=n)
         return plan
 
     def _frames_array(self, item: Any, src: str):
@@ -733,36 +922,56 @@ class VideoProcessor:
             meta.fps = 24.0  # reference default when the fps is unknown
         texts = meta.timestamp_texts if draw else None
 
-        def process(k: int, frame_hwc, owned: bool) -> None:
-            if draw:
-                if isinstance(frame_hwc, torch.Tensor):
-                    frame_hwc = frame_hwc.numpy()
-                if not owned or not frame_hwc.flags.writeable:
-                    frame_hwc = np.array(frame_hwc)  # never draw on the caller's frames
-                self.drawer.draw(frame_hwc, texts[k], src)
-            t = frame_hwc if isinstance(frame_hwc, torch.Tensor) else _from_numpy_readonly(frame_hwc)
-            chw = t.permute(2, 0, 1)
-            resized = resize(chw.unsqueeze(0), h, w, cfg.resample)[0] if cfg.do_resize else chw
-            block = out[k * per_frame : (k + 1) * per_frame]
+        n = plan["n"]
+        h0, w0 = plan["frame_size"]
+        # Frames are drawn into a reusable chunk buffer and resized/patchified/normalized a chunk at a time: few
+        # large torch calls (each a parallel region) instead of several per frame, which matters on a busy machine.
+        chunk = max(1, min(n, self.chunk_frames, int(self.chunk_bytes // max(1, h0 * w0 * 3))))
+        buf = np.empty((chunk, h0, w0, 3), dtype=np.uint8)
+        filled = 0  # frames in buf
+        done = 0  # frames already written to out
+
+        def flush() -> None:
+            nonlocal filled, done
+            if not filled:
+                return
+            batch = torch.from_numpy(buf[:filled]).permute(0, 3, 1, 2)  # [n, 3, H0, W0] channels-last
+            resized = resize(batch, h, w, cfg.resample) if cfg.do_resize else batch
+            block = out[done * per_frame : (done + filled) * per_frame]
             patchify_into(block, resized, cfg.patch_size, cfg.merge_size)
             self._normalizer(block)
+            done += filled
+            filled = 0
 
-        n = plan["n"]
+        def add(k: int, frame) -> None:
+            nonlocal filled
+            if k != done + filled:
+                raise VideoError(f"frames out of order (got frame {k}, expected {done + filled})", src)
+            if isinstance(frame, torch.Tensor):
+                frame = frame.numpy()
+            if frame.shape != (h0, w0, 3):
+                raise VideoError(f"frame {k} has shape {frame.shape}, expected {(h0, w0, 3)} (size changed?)", src)
+            buf[filled] = frame  # a copy: the caller's frames are never drawn on
+            if draw:
+                self.drawer.draw(buf[filled], texts[k], src)
+            filled += 1
+            if filled == chunk:
+                flush()
+
         if plan.get("opened") is not None:
             indices = meta.frames_indices
             position = {idx: k for k, idx in enumerate(indices)}
-            count = 0
             frames = plan["opened"].frames(indices)
             if self.decode_thread:
                 frames = _in_background(frames)
             for idx, arr in frames:
-                process(position[idx], arr, True)
-                count += 1
-            if count != n:
-                raise VideoError(f"decoded {count} of {n} sampled frames", src)
+                add(position[idx], arr)
         else:
             frames = plan["frames"]
             for k in range(n):
-                process(k, frames[k], False)
+                add(k, frames[k])
+        flush()
+        if done != n:
+            raise VideoError(f"decoded {done} of {n} sampled frames", src)
         if t_pad != n:  # odd frame count: the last (drawn) frame is repeated
             out[n * per_frame : t_pad * per_frame].copy_(out[(n - 1) * per_frame : n * per_frame])

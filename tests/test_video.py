@@ -168,17 +168,56 @@ def test_skipping_decoder_equals_sequential_decode(tmp_path, container):
     """NONREF frame dropping (h264 with B-frames) returns exactly the frames of a full sequential decode."""
     path = str(write_video(tmp_path / f"v.{container}", 400, 48, 32, 30, "libx264", container, seed=3))
     wanted = sample_frame_indices(400, 30.0, num_frames=37, min_frames=1, max_frames=400)
+    fast, slow, stats = _decode_both_ways(path, wanted)
+    assert [i for i, _ in fast] == [i for i, _ in slow] == wanted
+    assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(fast, slow))
+    assert stats["packets_decoded"] < 400
+
+
+def _decode_both_ways(path, wanted):
     v1, v2 = _OpenedVideo(path, "a"), _OpenedVideo(path, "b")
     try:
-        index_of = v1._pts_index()
-        assert index_of is not None
-        fast = list(v1._frames_skipping(wanted, index_of))
+        fast = list(v1.frames(wanted))  # skipping mode for mp4/mkv
+        v2._reopen()
         slow = list(v2._frames_sequential(wanted))
+        return fast, slow, v1.stats
     finally:
         v1.close()
         v2.close()
-    assert [i for i, _ in fast] == [i for i, _ in slow] == wanted
-    assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(fast, slow))
+
+
+def _write_gop_video(path, n, options, fmt=None):
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[0:48, 0:64]
+    base = rng.integers(0, 256, (48, 64, 3)).astype(np.int32)
+    with av.open(str(path), "w", format=fmt) as c:
+        s = c.add_stream("libx264", rate=25, options=options)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(n):
+            img = ((base + ((xx + 3 * i) % 64)[..., None] + (i % 7) * 9) % 256).astype(np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"g": "12", "keyint_min": "12"}, {"x264-params": "open-gop=1:keyint=20:min-keyint=20"}, {"g": "25", "bf": "0"}],
+    ids=["closed_gop12", "open_gop20", "no_bframes"],
+)
+@pytest.mark.parametrize("container", ["mp4", "matroska"])
+def test_gop_skipping_is_exact(tmp_path, options, container):
+    """Seeking over GOPs without wanted frames: closed entry points only (open-GOP keyframes are never used)."""
+    path = _write_gop_video(tmp_path / f"g.{container}", 300, options, container)
+    for wanted in [sample_frame_indices(300, 25.0, num_frames=16), [5, 6, 150, 299], [0, 299], list(range(40, 60))]:
+        fast, slow, stats = _decode_both_ways(path, wanted)
+        assert [i for i, _ in fast] == [i for i, _ in slow] == wanted
+        assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(fast, slow))
+    if "open-gop" not in str(options):
+        fast, slow, stats = _decode_both_ways(path, [5, 290])
+        assert stats["jumps"] >= 1 and stats["packets_decoded"] < 100
 
 
 def test_decode_thread_off_is_identical(media):
@@ -324,3 +363,25 @@ def test_font_is_required_for_drawing(tmp_path):
     with pytest.raises(OSError):
         VideoProcessor(font_path=tmp_path / "nope.ttf")
     VideoProcessor(VideoProcessorConfig(draw_on_frames=False, font=None))
+
+
+@pytest.mark.parametrize("hw", [(9, 200), (10, 10), (48, 64), (61, 97), (360, 640), (480, 854), (1080, 1920), (3000, 40)])
+def test_timestamp_drawing_matches_reference(hw):
+    """Crop-based drawing with a cached font == the reference's whole-frame PIL round trip, for many texts."""
+    from ernie_vl.video import TimestampDrawer
+
+    ref = Ernie4_5_VLMoeVideoProcessor(font=FONT)
+    drawer = TimestampDrawer(FONT)
+    h, w = hw
+    rng = np.random.default_rng(h * w)
+    frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    texts = timestamp_texts([0, 1, 7, 59, 1799, 3599, 35999, 359999, 86399 * 30], 29.97) + ["time: 99:59:59.99"]
+    for text in texts[:: 1 if h * w < 10**6 else 3]:
+        if int(min(h, w) * 0.1) <= 0:
+            with pytest.raises(VideoError, match="too small"):
+                drawer.draw(frame.copy(), text)
+            continue
+        ours = frame.copy()
+        drawer.draw(ours, text)
+        expected = ref._render_image_with_timestamp(torch.from_numpy(frame).permute(2, 0, 1).contiguous(), text)
+        assert np.array_equal(ours, expected.permute(1, 2, 0).numpy()), text
