@@ -326,6 +326,7 @@ def _manifest_start(old: dict, cfg: EvalConfig, plan: ResourcePlan, dtype: str, 
         "history": list(old.get("history", [])),
     }
     for name, fp in fps.items():
+        prev = m["benchmarks"].get(name) or {}
         m["benchmarks"][name] = {
             "name": name,
             "fingerprint": fp,
@@ -334,6 +335,8 @@ def _manifest_start(old: dict, cfg: EvalConfig, plan: ResourcePlan, dtype: str, 
             "data": next(s.data for s in cfg.benchmarks if s.name == name),
             "limit": next(s.limit for s in cfg.benchmarks if s.name == name),
         }
+        if prev.get("fingerprint") == fp and prev.get("progress"):
+            m["benchmarks"][name]["progress"] = prev["progress"]  # kept if this invocation writes nothing
     m["last_run"] = {
         "started_at": started_at,
         "finished_at": None,
@@ -384,9 +387,10 @@ def _manifest_end(m: dict, out: Path, fps: dict, progress: dict[str, BenchmarkPr
             missing=max(0, prog.total - prog.skipped - prog.written),
             errors=reasons,
             error_examples=examples,
-            progress=prog.summary(),
             parts=len(list_parts(pred, name, fp)),
         )
+        if prog.written or "progress" not in entry:  # throughput of the last invocation that did work
+            entry["progress"] = prog.summary()
         entry["status"] = "complete" if entry["missing"] == 0 else "incomplete"
     lr = m["last_run"]
     lr.update(finished_at=_utc(), elapsed_s=round(time.monotonic() - t_start, 3), notes=notes)

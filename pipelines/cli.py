@@ -87,11 +87,12 @@ def format_summary(result) -> str:
     for name in m["last_run"]["benchmarks"]:
         b = m["benchmarks"][name]
         p = b["progress"]
-        lines.append(
-            f"{name}: {b['rows']}/{b['total']} rows ({b['done']} ok, {b['failed']} failed; {b['written']} written now, "
-            f"{b['skipped']} already done) in {p['elapsed_s']:.1f}s, {p['samples_per_s']:.2f} samples/s, "
-            f"{p['generated_tokens_per_s']:.0f} tok/s"
-        )
+        line = (f"{name}: {b['rows']}/{b['total']} rows ({b['done']} ok, {b['failed']} failed; "
+                f"{b['written']} written now, {b['skipped']} already done)")
+        if b["written"]:
+            line += (f" in {p['elapsed_s']:.1f}s, {p['samples_per_s']:.2f} samples/s, "
+                     f"{p['generated_tokens_per_s']:.0f} tok/s")
+        lines.append(line)
         for reason, n in sorted(b["errors"].items(), key=lambda kv: -kv[1]):
             lines.append(f"  failed ({reason}): {n} — e.g. {b['error_examples'][reason]}")
         if b["missing"]:

@@ -106,7 +106,7 @@ class EvalConfig:
             "temperature": self.temperature if self.do_sample else None,
             "top_p": self.top_p if self.do_sample else None,
             "top_k": self.top_k if self.do_sample else None,
-            "seed": self.seed,
+            "seed": self.seed if self.do_sample else None,  # greedy decoding does not depend on it
         }
 
     def to_dict(self) -> dict:

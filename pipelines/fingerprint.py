@@ -97,6 +97,10 @@ def benchmark_fingerprint_parts(common: dict, benchmark_name: str, benchmark) ->
 def common_parts(cfg, model_path: Path, dtype: str) -> dict:
     """Fingerprinted facts shared by every benchmark of a run."""
     versions = package_versions(FINGERPRINT_PACKAGES)
+    if versions.get("ernie-vl") is None:  # a source checkout that is not pip-installed
+        import ernie_vl
+
+        versions["ernie-vl"] = getattr(ernie_vl, "__version__", None)
     try:
         import evals
 

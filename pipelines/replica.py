@@ -123,7 +123,7 @@ class ReplicaStage:
         return GenerationSettings(
             max_new_tokens=max_new_tokens, do_sample=bool(g["do_sample"]),
             temperature=g["temperature"] if g["do_sample"] else 1.0, top_p=g["top_p"] if g["do_sample"] else 1.0,
-            top_k=g["top_k"] if g["do_sample"] else 0, eos_token_id=list(self.eos), seed=int(g["seed"]),
+            top_k=g["top_k"] if g["do_sample"] else 0, eos_token_id=list(self.eos), seed=int(g["seed"] or 0),
         )
 
     def _generate(self, items: list[dict]) -> list:

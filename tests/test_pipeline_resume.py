@@ -163,3 +163,10 @@ def test_progress_line_and_summary():
     assert buf.getvalue().count("[demo]") == 2
     assert error_reason("prompt_too_long: 9000 > 8192") == "prompt_too_long"
     assert json.dumps(s)  # manifest-ready
+
+
+def test_readme_section_documents_the_current_schema():
+    from pathlib import Path
+
+    section = (Path(__file__).resolve().parents[1] / "pipelines" / "README_SECTION.md").read_text()
+    assert schema_markdown() in section
