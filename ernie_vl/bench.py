@@ -16,6 +16,18 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "ernie_vl.bench_preprocess",
         "images/s and videos/s of ernie_vl preprocessing vs the transformers 5.23.0 reference",
     ),
+    "generate": (
+        "ernie_vl.bench_generate",
+        "prefill/decode/samples per second of our engine vs transformers 5.23.0 on the W1 image-MCQ workload",
+    ),
+    "experts": (
+        "ernie_vl.bench_experts",
+        "per-rank memory, samples/s and all-to-all volume of expert-parallel replicas (K = 1, 2, ...)",
+    ),
+    "memory": (
+        "ernie_vl.memory",
+        "weights by part and KV-cache capacity of a model shape on 80 and 141 GB cards",
+    ),
     "pipeline": (
         "pipelines.bench",  # a string: ernie_vl never imports ray/pipelines unless this subcommand runs
         "end-to-end samples/s of the Ray Data pipeline vs the bare engine loop on the same samples",

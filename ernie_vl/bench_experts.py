@@ -73,7 +73,7 @@ def _rank_main(rank, world, port, shape, batch, new_tokens, device, out_dir, pla
     dist.destroy_process_group()
 
 
-def run(world: int, shape: str, batch: int, new_tokens: int, device: str, placement: str) -> dict:
+def run_replica(world: int, shape: str, batch: int, new_tokens: int, device: str, placement: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         port = _free_port()
         ctx = mp.get_context("spawn")
@@ -99,8 +99,7 @@ def run(world: int, shape: str, batch: int, new_tokens: int, device: str, placem
     }
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ernie_vl.bench experts", description=__doc__.split("\n\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shape", default="tiny", choices=["tiny", "small", "28b"])
     p.add_argument("--ks", default="1,2", help="comma-separated replica sizes")
     p.add_argument("--batch", type=int, default=8)
@@ -108,8 +107,16 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--placement", default="even", choices=["even", "modality-aware"])
     p.add_argument("--json", type=Path)
-    a = p.parse_args(argv)
-    results = [run(int(k), a.shape, a.batch, a.new_tokens, a.device, a.placement) for k in a.ks.split(",")]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ernie_vl.bench experts", description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+def run(a: argparse.Namespace) -> int:
+    results = [run_replica(int(k), a.shape, a.batch, a.new_tokens, a.device, a.placement) for k in a.ks.split(",")]
     base = results[0]["tokens"]
     for r in results:
         r["tokens_equal_to_K1"] = r.pop("tokens") == base

@@ -183,8 +183,7 @@ def check_parity(ours_tokens, ref_tokens, dtype) -> dict:
             "ok": same == len(ours_tokens) if dtype == torch.float32 else all(d is None or d >= 8 for d in first_diff)}
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ernie_vl.bench generate", description=__doc__.split("\n\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shape", choices=sorted(SHAPES), default="small")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--device", default="cpu")
@@ -193,7 +192,15 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", type=Path, default=None)
-    a = p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ernie_vl.bench generate", description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+def run(a: argparse.Namespace) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)

@@ -55,12 +55,19 @@ def kv_capacity(cfg: ModelConfig, card_gb: float, reserve_gb: float = 4.0, witho
             "without_vision_experts": without_vision_experts}
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ernie_vl.bench memory", description=__doc__.split("\n\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shape", default="28b-a3b")
     p.add_argument("--cards", default="80,141")
     p.add_argument("--reserve-gb", type=float, default=4.0, help="activations, CUDA context, allocator slack")
-    a = p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ernie_vl.bench memory", description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+def run(a: argparse.Namespace) -> int:
     cfg = named_config(a.shape)
     w = weight_bytes(cfg)
     out = {
