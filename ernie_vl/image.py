@@ -247,6 +247,10 @@ def decode_image_bytes(raw: bytes, source: str = "image", max_decoded_pixels: in
         raise ImageError(f"cannot decode image: truncated or corrupt data ({_short(text)})", source) from e
     if size is None:
         _check_decoded_size(img.shape[-1], img.shape[-2], max_decoded_pixels, source)
+    if img.ndim == 4:  # animated GIF/WebP: torchvision returns every frame
+        if img.shape[0] != 1:
+            raise ImageError(f"animated image with {img.shape[0]} frames; pass a single frame (or a video)", source)
+        img = img[0]
     return img
 
 

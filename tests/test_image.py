@@ -250,6 +250,14 @@ def test_bad_inputs(ours, tmp_path):
         ours([])
 
 
+def test_animated_gif_is_refused(ours, tmp_path):
+    frames = [Image.fromarray(photo(40, 40, seed=i)) for i in range(3)]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    with pytest.raises(ImageError, match="animated image with 3 frames"):
+        ours(str(path))
+
+
 def test_decompression_bomb_guard(tmp_path):
     path = tmp_path / "big.png"
     Image.new("RGB", (3000, 2000)).save(path)
