@@ -582,10 +582,15 @@ class _OpenedVideo:
         skip_state = None
         packets = self._demux()
 
+        resync = False  # right after a jump: frames before the last emitted one may be decoded again
+
         def emit(frames):
-            nonlocal last_idx
+            nonlocal last_idx, resync
             for frame in frames:
                 idx = index_of.get(frame.pts)
+                if resync and idx is not None and idx <= last_idx:
+                    continue  # the seek landed before the entry point; these were handled already
+                resync = False
                 if idx is None or idx <= last_idx:
                     # Output order disagrees with the packet timestamps: refuse rather than mislabel frames.
                     raise VideoError(
@@ -613,7 +618,7 @@ class _OpenedVideo:
                     except Exception as e:
                         raise _SeekMismatch() from e
                     packets = self._demux()
-                    floor, cursor, skip_state = target, -1, None
+                    floor, cursor, skip_state, resync = target, -1, None, True
                     self.stats["jumps"] += 1
             packet = next(packets, None)
             if packet is None:
@@ -964,8 +969,11 @@ class VideoProcessor:
             frames = plan["opened"].frames(indices)
             if self.decode_thread:
                 frames = _in_background(frames)
-            for idx, arr in frames:
-                add(position[idx], arr)
+            try:
+                for idx, arr in frames:
+                    add(position[idx], arr)
+            finally:
+                frames.close()  # stops the decode thread before the container is closed
         else:
             frames = plan["frames"]
             for k in range(n):

@@ -359,6 +359,16 @@ def test_bad_inputs(tmp_path, media):
         ours([np.zeros((2, 32, 32, 3), np.uint8)] * 2, video_metadata=[{"total_num_frames": 2, "fps": 1.0}])
 
 
+def test_error_while_decoding_in_background(tmp_path):
+    """A failure in the consumer (frames too small to draw on) stops the decode thread cleanly."""
+    path = write_video(tmp_path / "tiny.mp4", 60, 64, 8, 25, "libx264", "mp4")
+    for _ in range(3):
+        with pytest.raises(VideoError, match="too small"):
+            _ours(decode_thread=True)(str(path))
+    out = _ours(decode_thread=True)(str(path), draw_on_frames=False)
+    assert out["video_grid_thw"][0, 0].item() == 60
+
+
 def test_font_is_required_for_drawing(tmp_path):
     with pytest.raises(OSError):
         VideoProcessor(font_path=tmp_path / "nope.ttf")
