@@ -46,6 +46,7 @@ class RunResult:
     manifest: dict
     metrics: list[dict]
     notes: list[str] = field(default_factory=list)
+    started_ray: bool = False  # run_eval started a local Ray instance (the caller may shut it down)
 
     @property
     def complete(self) -> bool:
@@ -187,8 +188,31 @@ def compute_metrics(out: Path) -> list[dict]:
     return metrics
 
 
-def run_eval(cfg: EvalConfig, *, stream=None, verbose: bool = False) -> RunResult:
-    """Run (or resume) one evaluation; see the module docstring. Raises on dataset/config errors."""
+def check_inputs(cfg: EvalConfig) -> None:
+    """Cheap checks before any cluster work: replica options, benchmark names, data paths and layouts
+    (`load(..., limit=0)` detects the layout and raises `DatasetError` for a bad path), the checkpoint folder."""
+    from evals.registry import get_benchmark
+
+    from .replica import check_replica_options
+
+    check_replica_options(cfg.expert_shards)
+    for spec in cfg.benchmarks:
+        list(get_benchmark(spec.name).load(spec.data, 0))
+    cfg.model_path()
+
+
+def local_resources(num_cpus: int | None) -> dict:
+    """What a local Ray instance started by `ensure_ray(num_cpus)` will report (used to plan before starting it)."""
+    import torch
+
+    return {"CPU": float(num_cpus or os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
+def run_eval(cfg: EvalConfig, *, stream=None, verbose: bool = False, num_cpus: int | None = None) -> RunResult:
+    """Run (or resume) one evaluation; see the module docstring. Raises on dataset/config errors.
+
+    Uses the running Ray session, or the cluster named by RAY_ADDRESS, or starts a local instance (`num_cpus`) — the
+    latter only once there is work: a rerun with everything done never starts Ray."""
     import ray
 
     from evals.registry import get_benchmark
@@ -203,9 +227,9 @@ def run_eval(cfg: EvalConfig, *, stream=None, verbose: bool = False) -> RunResul
         pred.mkdir(parents=True, exist_ok=True)
         model_path = cfg.model_path()
         benches = {s.name: get_benchmark(s.name) for s in cfg.benchmarks}
-        ensure_ray()
-        _configure_ray_data(verbose)
-        plan = plan_resources(cfg, ray.cluster_resources())
+        lazy_ray = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
+        started_ray = False if lazy_ray else ensure_ray()
+        plan = plan_resources(cfg, local_resources(num_cpus) if lazy_ray else ray.cluster_resources())
         dtype = resolved_dtype(cfg, plan)
         common = common_parts(cfg, model_path, dtype)
         parts = {n: benchmark_fingerprint_parts(common, n, b) for n, b in benches.items()}
@@ -232,6 +256,12 @@ def run_eval(cfg: EvalConfig, *, stream=None, verbose: bool = False) -> RunResul
         progress = {n: BenchmarkProgress(n) for n in fps}
         refs, todo_keys, pending_rows = [], {n: set() for n in fps}, []
 
+        def put(rows: list[dict]) -> None:
+            nonlocal started_ray
+            if not ray.is_initialized():
+                started_ray = ensure_ray(num_cpus)
+            refs.append(ray.put(input_table(rows)))
+
         duplicates: dict[str, int] = {}
         for spec in cfg.benchmarks:
             done = scan_done(pred, spec.name, fps[spec.name])
@@ -250,10 +280,10 @@ def run_eval(cfg: EvalConfig, *, stream=None, verbose: bool = False) -> RunResul
                 todo_keys[spec.name].add(key)
                 pending_rows.append(input_row(sample))
                 if len(pending_rows) >= cfg.batch_size * cfg.pack_batches:
-                    refs.append(ray.put(input_table(pending_rows)))
+                    put(pending_rows)
                     pending_rows = []
         if pending_rows:
-            refs.append(ray.put(input_table(pending_rows)))
+            put(pending_rows)
         for name, n in duplicates.items():
             notes.append(f"{name}: the reader yielded {n} duplicate sample id(s); each sample is evaluated once")
 
@@ -264,6 +294,12 @@ def run_eval(cfg: EvalConfig, *, stream=None, verbose: bool = False) -> RunResul
         for p in progress.values():
             p.started = time.monotonic()
         if refs:
+            _configure_ray_data(verbose)
+            if lazy_ray:  # sizes from what Ray actually sees (the fingerprint's device/dtype were planned the same way)
+                real = plan_resources(cfg, ray.cluster_resources())
+                if real.device != plan.device:
+                    raise RuntimeError(f"Ray sees device {real.device!r} but {plan.device!r} was planned; pass --dtype")
+                plan = real
             ds = build_dataset(refs, cfg, plan, model_path, fps, dtype)
             printer.update(force=True)
             for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
@@ -281,7 +317,7 @@ def run_eval(cfg: EvalConfig, *, stream=None, verbose: bool = False) -> RunResul
         atomic_write_table(out / "metrics.parquet", metrics_table(metrics))
         manifest = _manifest_end(manifest, out, fps, progress, notes, t_start)
         _write_manifest(out, manifest)
-    return RunResult(out=out, manifest=manifest, metrics=metrics, notes=notes)
+    return RunResult(out=out, manifest=manifest, metrics=metrics, notes=notes, started_ray=started_ray)
 
 
 def _commit(block: pa.Table, pred: Path, fps: dict[str, str], progress: dict[str, BenchmarkProgress],

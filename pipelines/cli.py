@@ -65,17 +65,27 @@ def cmd_eval(a) -> int:
         num_gpus_per_replica=a.gpus_per_replica,
         progress=not a.quiet,
     )
-    started_ray = False
+    from evals.errors import DatasetError
+
+    from .batch_eval import check_inputs
+
+    result = None
     try:
-        from .batch_eval import ensure_ray
-
-        started_ray = ensure_ray(a.num_cpus)
-        result = run_eval(cfg, verbose=a.verbose)
+        check_inputs(cfg)  # unknown benchmark, bad --data, --expert-shards: fail before starting Ray
+        result = run_eval(cfg, verbose=a.verbose, num_cpus=a.num_cpus)
+    except (KeyError, DatasetError, NotImplementedError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"ernie-vl eval: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nernie-vl eval: interrupted; rows written so far are kept — rerun the same command to resume "
+              f"({cfg.out})", file=sys.stderr)
+        return 130
     finally:
-        if started_ray:
-            import ray
+        import ray
 
-            ray.shutdown()
+        if ray.is_initialized() and (result is None or result.started_ray):
+            ray.shutdown()  # only a local instance this command started (run_eval starts it lazily)
     print(format_summary(result), file=sys.stdout)
     return 0 if result.complete else 1
 
