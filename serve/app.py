@@ -9,7 +9,7 @@ Routes (FastAPI ingress; every replica holds the model, so there is no extra hop
 
 Request path: API key -> body read with a byte cap -> JSON -> schema (schemas.py) -> model name -> media, processor
 and limits (prepare.py, in a thread pool) -> replica queue (batching.py; full -> 429) -> generation
-(decode.py, one batch at a time in the decode thread) -> answer. Every refusal is an OpenAI-shaped error with a
+(decode.py: a continuous batch that requests join between decode steps, in the decode thread) -> answer. Every refusal is an OpenAI-shaped error with a
 message written by this package; an unexpected exception is logged with its request id and answered with a generic
 500 that carries only that id.
 
@@ -86,16 +86,21 @@ class ErnieVLDeployment:
         self.key_digest = self.settings.api_key_digest()
         self.created = now()
 
+    def __del__(self):  # Serve calls this when it stops the replica
+        runtime = getattr(self, "runtime", None)
+        if runtime is not None:
+            runtime.close()
+
     async def check_health(self) -> None:
-        """Serve's health probe: a replica whose batching loop died must be replaced."""
+        """Serve's health probe: a replica whose decode thread died must be replaced."""
         if not self.runtime.healthy():
-            raise RuntimeError("the batching loop of this replica has stopped")
+            raise RuntimeError("the decode thread of this replica has stopped")
 
     # ------------------------------------------------------------------------------------------- routes
     @api.get("/health")
     async def health(self) -> JSONResponse:
         if not self.runtime.healthy():
-            return error_response(unavailable("the batching loop of this replica has stopped"))
+            return error_response(unavailable("the decode thread of this replica has stopped"))
         return JSONResponse({"status": "ok"})
 
     @api.get("/v1/models")
@@ -130,7 +135,7 @@ class ErnieVLDeployment:
             self._check_model(req.model)
             job = await self.runtime.prepare(req)
             try:
-                self.runtime.batcher.submit(job)
+                self.runtime.submit(job)
             except QueueFull as e:
                 raise overloaded(f"the server is busy: {e}; retry later") from None
         except APIError as e:

@@ -1,30 +1,31 @@
-"""Dynamic batching across concurrent requests of one replica: a bounded queue, a token budget, a wait budget.
+"""Dynamic batching across concurrent requests of one replica: a bounded queue feeding a continuous batch.
 
-Requests (jobs) wait in a FIFO queue. A batch is closed when it holds `max_batch_size` jobs, when the next job
-would push its padded work — longest (prompt + max_new_tokens) x rows, the rule `Engine.plan_batches` uses — over
-`max_batch_tokens`, or when the oldest waiting job has waited `batch_wait_timeout_s`. Batches run one at a time in
-a dedicated thread (the event loop stays free to accept, refuse and stream), so while one batch generates the next
-one fills up.
+Requests (jobs) wait in a FIFO queue; one decode thread owns the model and loops:
 
-Backpressure: `submit` refuses a job outright (`QueueFull`, answered 429) when `max_queued` jobs already wait;
-nothing is ever queued without a bound, so an overloaded replica answers quickly instead of hanging. Jobs whose
-client went away (`cancelled`) are dropped from the queue without running.
+    idle     -> block until a job arrives, then wait up to `batch_wait_timeout_s` (from that job's arrival) for company,
+                unless the queue can already fill the batch; admit what fits
+    decoding -> between two decode steps, admit at once whatever fits into free slots (no extra wait: a decode step
+                is the natural batching interval); drop rows whose client went away; run one step
 
-Why not `@serve.batch`: it sizes batches by count only (or a `batch_size_fn`), has no queue bound, and hands a
-batch over only when it completes; streaming each row's tokens as they come out of a step-wise decode and
-refusing work beyond a bound are simpler with a queue we own.
+What "fits" is the decoder's rule (decode.py): a free slot and padded work — longest (prompt + max_new_tokens) x rows —
+within `max_batch_tokens`. Jobs are admitted in arrival order; a job that does not fit waits at the head, so a big
+request is not starved by a stream of small ones.
+
+Backpressure: `submit` refuses a job outright (`QueueFull`, answered 429) when `max_queued` jobs already wait, so an
+overloaded replica answers quickly instead of hanging; jobs whose client went away (`cancelled`) leave the queue
+without running.
+
+Why not `@serve.batch`: it forms a batch, hands it to one call and waits for that call to finish; continuous
+batching (joining a running batch between steps), per-token streaming from a step-wise decode and a bound on waiting
+work are simpler with a queue we own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Protocol
-
-log = logging.getLogger("ernie_vl.serve")
 
 
 class QueueFull(Exception):
@@ -32,121 +33,75 @@ class QueueFull(Exception):
 
 
 class Job(Protocol):
-    cost: int  # padded work of the job: prompt tokens + max new tokens
     cancelled: bool
+    enqueued_at: float
 
-    def fail(self, exc: BaseException) -> None: ...
 
+class JobQueue:
+    """Thread-safe bounded FIFO: the event loop submits, the decode thread takes."""
 
-class Batcher:
-    """Collects jobs into batches and runs `run_batch(jobs)` (blocking) in one worker thread, batch after batch."""
-
-    def __init__(
-        self,
-        run_batch: Callable[[list], None],
-        max_batch_size: int = 32,
-        max_batch_tokens: int = 16384,
-        batch_wait_timeout_s: float = 0.01,
-        max_queued: int = 256,
-    ):
-        self.run_batch = run_batch
-        self.max_batch_size = max_batch_size
-        self.max_batch_tokens = max_batch_tokens
-        self.wait_s = batch_wait_timeout_s
+    def __init__(self, max_queued: int = 256, batch_wait_timeout_s: float = 0.01):
         self.max_queued = max_queued
-        self._queue: collections.deque = collections.deque()
-        self._arrival: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ernie-vl-decode")
-        self.batches_run = 0
-        self.running = 0  # jobs in the batch being generated
+        self.wait_s = batch_wait_timeout_s
+        self._jobs: collections.deque = collections.deque()
+        self._cond = threading.Condition()
 
-    # ------------------------------------------------------------------------------------------- public
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
-    def start(self) -> None:
-        """Start the batching loop on the running event loop (idempotent)."""
-        if self._task is None or self._task.done():
-            self._arrival = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._loop(), name="ernie-vl-batcher")
-
-    def healthy(self) -> bool:
-        return self._task is not None and not self._task.done()
+    def __len__(self) -> int:
+        return len(self._jobs)
 
     def submit(self, job) -> None:
-        """Queue `job` or raise QueueFull at once (never waits)."""
-        self.start()
-        if len(self._queue) >= self.max_queued:
-            raise QueueFull(f"{len(self._queue)} requests are already waiting on this replica "
-                            f"(limit {self.max_queued})")
-        job.enqueued_at = time.monotonic()
-        self._queue.append(job)
-        self._arrival.set()
+        """Queue `job` or raise QueueFull at once (never blocks)."""
+        with self._cond:
+            if len(self._jobs) >= self.max_queued:
+                raise QueueFull(f"{len(self._jobs)} requests are already waiting on this replica "
+                                f"(limit {self.max_queued})")
+            job.enqueued_at = time.monotonic()
+            self._jobs.append(job)
+            self._cond.notify()
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    def wake(self) -> None:
+        """Wake a blocked `take` (e.g. to let the decode thread see a stop request)."""
+        with self._cond:
+            self._cond.notify_all()
 
-    # ------------------------------------------------------------------------------------------- loop
-    def _can_fill(self) -> bool:
-        """Whether the queue already holds a full batch (no reason to wait for more)."""
-        n, longest = 0, 0
-        for job in self._queue:
+    def take(self, fits: Callable[[list, object], bool], block: bool, timeout: float = 0.5) -> list:
+        """Jobs from the head of the queue that `fits(taken_so_far, job)` admits, in order.
+
+        `block=True` (the decoder is idle): wait up to `timeout` for a first job, then up to the batch wait budget
+        for more, unless the head of the queue already does not fit (the batch is full). Returns [] on timeout.
+        """
+        with self._cond:
+            if block:
+                deadline = time.monotonic() + timeout
+                while not self._live_head():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return []
+                    self._cond.wait(left)
+                fill_by = self._jobs[0].enqueued_at + self.wait_s
+                while not self._would_fill(fits):
+                    left = fill_by - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            taken: list = []
+            while self._live_head() and fits(taken, self._jobs[0]):
+                taken.append(self._jobs.popleft())
+            return taken
+
+    def _live_head(self) -> bool:
+        """Drop cancelled jobs at the head; whether a live one remains."""
+        while self._jobs and self._jobs[0].cancelled:
+            self._jobs.popleft()
+        return bool(self._jobs)
+
+    def _would_fill(self, fits) -> bool:
+        """Whether the queued jobs already fill a batch (some job would not fit after the ones before it)."""
+        taken: list = []
+        for job in self._jobs:
             if job.cancelled:
                 continue
-            longest = max(longest, job.cost)
-            n += 1
-            if n >= self.max_batch_size or longest * n > self.max_batch_tokens:
+            if not fits(taken, job):
                 return True
+            taken.append(job)
         return False
-
-    def _take(self) -> list:
-        batch, longest = [], 0
-        while self._queue:
-            job = self._queue[0]
-            if job.cancelled:
-                self._queue.popleft()
-                continue
-            new_longest = max(longest, job.cost)
-            if batch and (len(batch) >= self.max_batch_size or new_longest * (len(batch) + 1) > self.max_batch_tokens):
-                break
-            batch.append(self._queue.popleft())
-            longest = new_longest
-        return batch
-
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            while not self._queue:
-                self._arrival.clear()
-                await self._arrival.wait()
-            deadline = self._queue[0].enqueued_at + self.wait_s
-            while not self._can_fill():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._arrival.clear()
-                try:
-                    await asyncio.wait_for(self._arrival.wait(), remaining)
-                except asyncio.TimeoutError:
-                    break
-            batch = self._take()
-            if not batch:
-                continue
-            self.running = len(batch)
-            try:
-                await loop.run_in_executor(self._executor, self.run_batch, batch)
-            except asyncio.CancelledError:
-                for job in batch:
-                    job.fail(RuntimeError("the replica is shutting down"))
-                raise
-            except Exception as exc:  # noqa: BLE001 - one failed batch must not stop the server
-                log.exception("a generation batch of %d requests failed", len(batch))
-                for job in batch:
-                    job.fail(exc)
-            finally:
-                self.running = 0
-                self.batches_run += 1

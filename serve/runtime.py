@@ -1,8 +1,9 @@
-"""The model side of a replica: checkpoint, processor, tokenizer, batcher; requests in, token events out.
+"""The model side of a replica: checkpoint, processor, tokenizer, queue and decode thread; requests in, token events out.
 
 One `ModelRuntime` per replica. `prepare` turns a validated request into a `RequestJob` (media, processor and
-limit checks run in a small thread pool, so a big video does not stall the event loop); `submit` queues it with
-the batcher; the decode thread pushes events to the job's asyncio queue as tokens come out:
+limit checks run in a small thread pool, so a big video does not stall the event loop); `submit` queues it
+(batching.py); one decode thread admits queued jobs into the continuous batch (decode.py) between decode steps and
+pushes events to each job's asyncio queue as tokens come out:
 
     ("delta", text)                       streaming requests only, text safe to send
     ("done", finish_reason, n_tokens)     finish_reason "stop" | "length"
@@ -18,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ernie_vl.engine import Prepared
 
-from .batching import Batcher
-from .decode import RowParams, decode_batch
+from .batching import JobQueue
+from .decode import RowParams, SlotDecoder
 from .prepare import (GenerationDefaults, check_estimate, estimate_image_tokens, row_params, run_processor,
                       to_processor_messages)
 from .schemas import ChatCompletionRequest
@@ -46,14 +48,13 @@ def read_eos_ids(model_path: Path, model=None) -> list[int]:
 
 
 class RequestJob:
-    """One admitted request: what the batcher schedules and the decode thread reports into."""
+    """One admitted request: what the queue holds, a decoder slot runs and the decode thread reports into."""
 
     def __init__(self, prepared: Prepared, params: RowParams, stream: TextStream, want_deltas: bool):
         self.prepared = prepared
         self.params = params
         self.stream = stream
         self.want_deltas = want_deltas
-        self.cost = prepared.num_prompt_tokens + params.max_new_tokens
         self.cancelled = False
         self.enqueued_at = 0.0
         self.loop = asyncio.get_running_loop()
@@ -89,7 +90,7 @@ class RequestJob:
 
 
 class ModelRuntime:
-    """Loads everything once per replica and runs the batcher."""
+    """Loads everything once per replica and runs the decode thread."""
 
     def __init__(self, settings: ServeSettings):
         import torch
@@ -116,14 +117,13 @@ class ModelRuntime:
         gen_file = path / "generation_config.json"
         self.defaults = GenerationDefaults.from_dict(json.loads(gen_file.read_text()) if gen_file.is_file() else {})
         self.model_name = settings.model_name()
-        self.batcher = Batcher(
-            self._run_batch,
-            max_batch_size=settings.max_batch_size,
-            max_batch_tokens=settings.max_batch_tokens,
-            batch_wait_timeout_s=settings.batch_wait_timeout_s,
-            max_queued=settings.max_queued_requests,
-        )
+        self.decoder = SlotDecoder(self.model, self.eos, self.pad_token_id, max_slots=settings.max_batch_size,
+                                   max_batch_tokens=settings.max_batch_tokens)
+        self.queue = JobQueue(settings.max_queued_requests, settings.batch_wait_timeout_s)
         self._pool = ThreadPoolExecutor(max_workers=settings.preprocess_workers, thread_name_prefix="ernie-vl-prep")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._decode_loop, name="ernie-vl-decode", daemon=True)
+        self._thread.start()
         log.info("ernie-vl replica ready: model %s from %s on %s, eos %s", self.model_name, path, device, self.eos)
 
     def decode_text(self, tokens: list[int]) -> str:
@@ -143,15 +143,28 @@ class ModelRuntime:
         stream = TextStream(self.decode_text, req.stop_list(), self.byte_ids)
         return RequestJob(prepared, params, stream, want_deltas=req.stream)
 
-    def _run_batch(self, jobs: list[RequestJob]) -> None:
-        decode_batch(
-            self.model,
-            [j.prepared for j in jobs],
-            [j.params for j in jobs],
-            self.eos,
-            lambda row, token, finish: jobs[row].on_token(token, finish),
-            pad_token_id=self.pad_token_id,
-        )
+    def submit(self, job: RequestJob) -> None:
+        """Queue a prepared job (raises batching.QueueFull when the replica's queue is at its bound)."""
+        self.queue.submit(job)
+
+    def _decode_loop(self) -> None:
+        """The decode thread: admit what fits between steps, step, repeat; a failure fails only the rows it hit."""
+        d = self.decoder
+        while not self._stop.is_set():
+            jobs: list = []
+            try:
+                jobs = self.queue.take(d.fits, block=not d.active)
+                d.admit(jobs)
+                d.step()
+            except Exception as exc:  # noqa: BLE001 - the thread must survive a bad batch
+                log.exception("generation failed for %d live requests", len(d.active) + len(jobs))
+                failed = {id(j): j for j in [*d.reset(), *jobs]}
+                for job in failed.values():
+                    job.fail(exc)
 
     def healthy(self) -> bool:
-        return self.batcher._task is None or self.batcher.healthy()
+        return self._thread.is_alive()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.queue.wake()

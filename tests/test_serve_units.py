@@ -3,7 +3,6 @@
 The HTTP-level behaviour (real server, real clients) is in test_serve.py; these pin the rules it relies on.
 """
 
-import asyncio
 import base64
 import http.server
 import io
@@ -302,67 +301,57 @@ def test_streamed_deltas_join_to_the_batch_decode_with_the_real_tokenizer(tiny_d
 
 class _FakeJob:
     def __init__(self, cost):
-        self.cost, self.cancelled, self.failed = cost, False, None
-
-    def fail(self, exc):
-        self.failed = exc
+        self.cost, self.cancelled, self.enqueued_at = cost, False, 0.0
 
 
-def test_batcher_closes_batches_by_size_tokens_and_wait_and_bounds_its_queue():
-    from serve.batching import Batcher, QueueFull
-
-    seen = []
-
-    def run(batch):
-        seen.append([j.cost for j in batch])
-        time.sleep(0.05)
-
-    async def main():
-        b = Batcher(run, max_batch_size=3, max_batch_tokens=100, batch_wait_timeout_s=0.05, max_queued=7)
-        jobs = [_FakeJob(c) for c in (10, 10, 10, 10, 40, 40, 30)]
-        for j in jobs:
-            b.submit(j)
-        with pytest.raises(QueueFull, match="7 requests are already waiting"):
-            b.submit(_FakeJob(1))
-        jobs[3].cancelled = True  # its client went away: dropped, never run
-        while b.queued or b.running or len(seen) < 3:
-            await asyncio.sleep(0.005)
-        t0 = time.monotonic()
-        b.submit(_FakeJob(5))  # alone: runs once the wait budget is spent
-        while b.queued or b.running or len(seen) < 4:
-            await asyncio.sleep(0.005)
-        waited = time.monotonic() - t0
-        await b.stop()
-        return waited
-
-    waited = asyncio.run(asyncio.wait_for(main(), 10))
-    # size bound (3), cancelled job dropped, token bound (40 x 3 rows > 100), then the lone job after its wait
-    assert seen == [[10, 10, 10], [40, 40], [30], [5]]
-    assert 0.04 <= waited < 1.0
+def _fits(limit_rows, limit_tokens):
+    def fits(taken, job):  # the decoder's rule, for an idle decoder: any first job, then slots and padded work
+        if not taken:
+            return True
+        longest = max([j.cost for j in taken] + [job.cost])
+        return len(taken) < limit_rows and longest * (len(taken) + 1) <= limit_tokens
+    return fits
 
 
-def test_batcher_reports_a_failed_batch_to_its_jobs_and_keeps_running():
-    from serve.batching import Batcher
+def test_job_queue_batches_by_rows_tokens_and_wait_and_is_bounded():
+    from serve.batching import JobQueue, QueueFull
 
-    def run(batch):
-        if batch[0].cost == 1:
-            raise RuntimeError("boom")
+    q = JobQueue(max_queued=7, batch_wait_timeout_s=0.05)
+    fits = _fits(3, 100)
+    jobs = [_FakeJob(c) for c in (10, 10, 10, 10, 40, 40, 30)]
+    for j in jobs:
+        q.submit(j)
+    with pytest.raises(QueueFull, match="7 requests are already waiting"):
+        q.submit(_FakeJob(1))
+    jobs[3].cancelled = True  # its client went away: dropped, never taken
+    got = []
+    t0 = time.monotonic()
+    while len(q):
+        got.append([j.cost for j in q.take(fits, block=True)])
+    assert got == [[10, 10, 10], [40, 40], [30]]  # row bound, cancelled dropped, token bound (40 x 3 > 100)
+    assert time.monotonic() - t0 < 0.2  # full batches go at once; the partial last one waits out its 50 ms budget
 
-    async def main():
-        b = Batcher(run, batch_wait_timeout_s=0.0)
-        bad, good = _FakeJob(1), _FakeJob(2)
-        b.submit(bad)
-        while b.queued or b.running or b.batches_run < 1:
-            await asyncio.sleep(0.01)
-        b.submit(good)
-        while b.batches_run < 2:
-            await asyncio.sleep(0.01)
-        healthy = b.healthy()
-        await b.stop()
-        return bad, good, healthy
+    assert q.take(fits, block=True, timeout=0.05) == []  # idle: gives up after the timeout
+    q.submit(_FakeJob(5))
+    t0 = time.monotonic()
+    assert [j.cost for j in q.take(fits, block=True)] == [5]  # alone: after the wait budget
+    assert 0.03 <= time.monotonic() - t0 < 1.0
+    q.submit(_FakeJob(6))
+    assert q.take(lambda taken, job: False, block=False) == [] and len(q) == 1  # the head waits for room
 
-    bad, good, healthy = asyncio.run(asyncio.wait_for(main(), 10))
-    assert isinstance(bad.failed, RuntimeError) and good.failed is None and healthy
+
+def test_job_queue_wakes_the_decode_thread_on_submit():
+    from serve.batching import JobQueue
+
+    q = JobQueue(batch_wait_timeout_s=0.0)
+    out = []
+    t = threading.Thread(target=lambda: out.append(q.take(_fits(8, 10**6), block=True, timeout=5)))
+    t.start()
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    q.submit(_FakeJob(1))
+    t.join(5)
+    assert [j.cost for j in out[0]] == [1] and time.monotonic() - t0 < 1
 
 
 # ----------------------------------------------------------------------------------------------- decoding
@@ -386,23 +375,39 @@ def _requests(model, g):
     return reqs
 
 
-def _decode(model, reqs, params, eos):
-    from serve.decode import decode_batch
+class _Row:
+    def __init__(self, prepared, params):
+        self.prepared, self.params, self.tokens, self.finish = prepared, params, [], None
 
-    tokens = [[] for _ in reqs]
-    finish = [None] * len(reqs)
-
-    def on_token(row, tok, fin):
-        tokens[row].append(tok)
-        finish[row] = fin
+    def on_token(self, tok, finish):
+        self.tokens.append(tok)
+        self.finish = finish
         return False
 
-    decode_batch(model, reqs, params, eos, on_token)
-    return tokens, finish
+
+def _decode(model, reqs, params, eos, max_slots=32, arrive_every=0):
+    """Drive a SlotDecoder like the decode thread; with `arrive_every` k, request i arrives at step i*k."""
+    from serve.decode import SlotDecoder
+
+    dec = SlotDecoder(model, eos, max_slots=max_slots)
+    rows = [_Row(r, p) for r, p in zip(reqs, params)]
+    waiting, step = list(rows), 0
+    while waiting or dec.active:
+        arrived = [r for r in waiting if rows.index(r) * arrive_every <= step]
+        taken = []
+        while arrived and dec.fits(taken, arrived[0]):
+            taken.append(arrived.pop(0))
+            waiting.remove(taken[-1])
+        dec.admit(taken)
+        dec.step()
+        step += 1
+    assert dec.cache is None  # released when the last row left
+    return [r.tokens for r in rows], [r.finish for r in rows]
 
 
-def test_decode_batch_equals_engine_generate_greedy(tiny_dir):
-    """The server's step-wise loop gives the batch engine's tokens (early EOS stops and mixed budgets included)."""
+def test_decoder_equals_engine_generate_greedy(tiny_dir):
+    """The server's continuous batch gives the batch engine's tokens: early EOS stops, refilled slots, requests
+    joining a running batch (the cache grows), per-request budgets."""
     import ernie_vl
     from ernie_vl.engine import Engine, GenerationSettings
     from serve.decode import RowParams
@@ -411,11 +416,13 @@ def test_decode_batch_equals_engine_generate_greedy(tiny_dir):
     reqs = _requests(model, torch.Generator().manual_seed(0))
     eos = Engine(model).generate(reqs[:1], GenerationSettings(max_new_tokens=10))[0].tokens[3]
     ref = Engine(model, max_batch_size=2).generate(reqs, GenerationSettings(max_new_tokens=10, eos_token_id=[eos]))
-    tokens, finish = _decode(model, reqs, [RowParams(10)] * len(reqs), [eos])
-    assert tokens == [r.tokens for r in ref]
-    assert finish == [r.finish_reason for r in ref]
-    budgets = [3, 10, 1, 7, 5]  # per-request max_tokens inside one batch
-    tokens, finish = _decode(model, reqs, [RowParams(b) for b in budgets], [eos])
+    assert any(r.finish_reason == "stop" for r in ref) and any(r.finish_reason == "length" for r in ref)
+    for max_slots, arrive_every in [(32, 0), (2, 0), (8, 2)]:
+        tokens, finish = _decode(model, reqs, [RowParams(10)] * len(reqs), [eos], max_slots, arrive_every)
+        assert tokens == [r.tokens for r in ref], (max_slots, arrive_every)
+        assert finish == [r.finish_reason for r in ref]
+    budgets = [3, 10, 1, 7, 5]
+    tokens, _ = _decode(model, reqs, [RowParams(b) for b in budgets], [eos], 4, 1)
     assert tokens == [r.tokens[:b] for r, b in zip(ref, budgets)]
 
 
@@ -431,3 +438,23 @@ def test_seeded_sampling_does_not_depend_on_the_batch(tiny_dir):
     assert together[0] == alone[0]
     other, _ = _decode(model, reqs[:1], [RowParams(8, True, 1.0, 0.9, 50, seed=8)], [])
     assert other[0] != alone[0]
+
+
+def test_a_cancelled_row_leaves_its_slot(tiny_dir):
+    import ernie_vl
+    from serve.decode import RowParams, SlotDecoder
+
+    model = ernie_vl.load_model(tiny_dir)
+    reqs = _requests(model, torch.Generator().manual_seed(2))
+
+    class Quitter(_Row):
+        def on_token(self, tok, finish):
+            super().on_token(tok, finish)
+            return len(self.tokens) >= 2  # e.g. a stop string matched, or the client disconnected
+
+    dec = SlotDecoder(model, [], max_slots=4)
+    rows = [Quitter(reqs[0], RowParams(10)), _Row(reqs[1], RowParams(10))]
+    dec.admit(rows)
+    while dec.active:
+        dec.step()
+    assert len(rows[0].tokens) == 2 and rows[0].finish is None and len(rows[1].tokens) == 10
