@@ -8,9 +8,9 @@ Routes (FastAPI ingress; every replica holds the model, so there is no extra hop
     GET  /health                200 {"status": "ok"} while the replica can serve (no API key needed)
 
 Request path: API key -> body read with a byte cap -> JSON -> schema (schemas.py) -> model name -> media, processor
-and limits (prepare.py, in a thread pool) -> replica queue (batching.py; full -> 429) -> generation
-(decode.py: a continuous batch that requests join between decode steps, in the decode thread) -> answer. Every refusal is an OpenAI-shaped error with a
-message written by this package; an unexpected exception is logged with its request id and answered with a generic
+and limits (prepare.py, in a thread pool) -> replica queue (batching.py; full -> 429) -> generation (decode.py: a
+continuous batch that requests join between decode steps, in the decode thread) -> answer. Every refusal is an
+OpenAI-shaped error with a message written by this package; an unexpected exception is logged with its request id and answered with a generic
 500 that carries only that id.
 
 Backpressure has two layers: Serve's `max_ongoing_requests` per replica with `max_queued_requests` in front of
@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .batching import QueueFull
 from .errors import APIError, bad_request, internal, overloaded, unavailable
-from .schemas import (AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
+from .schemas import (AssistantMessage, ChatCompletion, ChatCompletionChunk, Choice,
                       ChunkChoice, Delta, ModelCard, ModelList, error_event, new_completion_id, now, parse_request,
                       sse, usage)
 from .security import check_api_key, read_body
@@ -129,7 +129,9 @@ class ErnieVLDeployment:
             try:
                 data = json.loads(body)
             except (ValueError, UnicodeDecodeError) as e:
-                reason = f" ({e.msg} at line {e.lineno} column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
+                reason = ""
+                if isinstance(e, json.JSONDecodeError):
+                    reason = f" ({e.msg} at line {e.lineno} column {e.colno})"
                 raise bad_request(f"the request body is not valid JSON{reason}", code="invalid_json") from None
             req = parse_request(data)
             self._check_model(req.model)

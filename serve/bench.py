@@ -104,23 +104,16 @@ def _free_port() -> int:
 
 
 def start_local_server(args) -> tuple[str, str]:
-    """Start Ray + the tiny-checkpoint application on loopback; returns (base URL, model name)."""
-    import ray
-
+    """Start Ray + the application on loopback (tiny checkpoint by default); returns (base URL, model name)."""
     from .cli import start
     from .settings import ServeSettings
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    if os.environ.get("ERNIE_VL_HOME"):
-        env["ERNIE_VL_HOME"] = os.environ["ERNIE_VL_HOME"]
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
     settings = ServeSettings(model=args.model_dir, replicas=args.replicas, num_cpus=args.replica_cpus,
                              torch_threads=args.torch_threads, max_batch_size=args.max_batch_size,
                              batch_wait_timeout_s=args.batch_wait_ms / 1000, max_ongoing_requests=64,
                              max_tokens_limit=max(64, args.max_tokens))
     port = _free_port()
-    start(settings, "127.0.0.1", port)
+    start(settings, "127.0.0.1", port, num_cpus=args.num_cpus)
     return f"http://127.0.0.1:{port}", settings.model_name()
 
 

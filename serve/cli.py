@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
+from pathlib import Path
 
 from .settings import DEFAULT_API_KEY_ENV, DEFAULT_HOST, DEFAULT_PORT, ServeSettings, hash_api_key
 
@@ -98,17 +100,28 @@ def settings_from_args(a: argparse.Namespace) -> ServeSettings:
     )
 
 
-def start(settings: ServeSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, blocking: bool = False):
-    """Start Ray (if needed) and Serve, deploy the application, return its handle once replicas are up."""
+def worker_env() -> dict[str, str]:
+    """Environment for Ray workers: this source tree on PYTHONPATH (so a clone runs without `pip install`) and the
+    tiny-checkpoint home, if set."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    if os.environ.get("ERNIE_VL_HOME"):
+        env["ERNIE_VL_HOME"] = os.environ["ERNIE_VL_HOME"]
+    return env
+
+
+def start(settings: ServeSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, num_cpus: int | None = None):
+    """Start Ray (a local instance unless RAY_ADDRESS names a cluster) and Serve, deploy the application and return
+    once its replicas are up."""
     import ray
     from ray import serve
 
     from .app import APP_NAME, build_app
 
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=True)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": worker_env()})
     serve.start(http_options={"host": host, "port": port})
-    return serve.run(build_app(settings.to_dict()), name=APP_NAME, route_prefix="/", blocking=blocking)
+    return serve.run(build_app(settings.to_dict()), name=APP_NAME, route_prefix="/")
 
 
 def run_serve(a: argparse.Namespace) -> int:
@@ -120,15 +133,22 @@ def run_serve(a: argparse.Namespace) -> int:
     if a.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key_sha256 is None:
         print(f"ernie-vl serve: warning: listening on {a.host} without an API key (--require-api-key)",
               file=sys.stderr)
-    start(settings, a.host, a.port)
-    print(f"ernie-vl serve: {settings.model_name()} at http://{a.host}:{a.port}/v1 (Ctrl-C to stop)", flush=True)
+    def _interrupt(signum, frame):  # SIGTERM (e.g. from a process manager) shuts down like Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
+        start(settings, a.host, a.port)
+        print(f"ernie-vl serve: {settings.model_name()} at http://{a.host}:{a.port}/v1 (Ctrl-C to stop)", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        pass
+        print("ernie-vl serve: shutting down", flush=True)
     finally:
+        import ray
         from ray import serve
 
-        serve.shutdown()
+        if ray.is_initialized():
+            serve.shutdown()
+            ray.shutdown()
     return 0

@@ -37,7 +37,8 @@ log = logging.getLogger("ernie_vl.serve")
 
 
 def read_eos_ids(model_path: Path, model=None) -> list[int]:
-    """EOS ids from the checkpoint's generation_config.json (else the model config), as the batch pipeline reads them."""
+    """EOS ids from the checkpoint's generation_config.json (else the model config), as the batch pipeline reads
+    them."""
     gen = model_path / "generation_config.json"
     eos = json.loads(gen.read_text()).get("eos_token_id") if gen.is_file() else None
     if eos is None and model is not None:

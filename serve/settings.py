@@ -119,7 +119,7 @@ class ServeSettings:
                     "max_batch_tokens", "max_queued_requests", "preprocess_workers", "max_request_bytes",
                     "max_media_bytes", "max_image_pixels", "max_video_frames", "max_video_pixels", "replicas",
                     "max_ongoing_requests")
-        bad = {k: getattr(self, k) for k in positive if not (isinstance(getattr(self, k), int) and getattr(self, k) > 0)}
+        bad = {k: v for k in positive if not (isinstance(v := getattr(self, k), int) and v > 0)}
         if bad:
             raise ValueError(f"these settings must be positive integers: {bad}")
         if self.max_replicas and self.max_replicas < self.replicas:

@@ -134,6 +134,64 @@ def test_request_accepts_the_openai_subset_and_ignores_unknown_fields():
     raises(400, parse_request, [1, 2], contains="JSON object")
 
 
+def test_generation_settings_follow_the_request_then_the_checkpoint_defaults():
+    from serve.prepare import GenerationDefaults, row_params
+    from serve.schemas import parse_request
+
+    s = ServeSettings(default_max_tokens=16, max_tokens_limit=64, max_prompt_tokens=100)
+    greedy, sampling = GenerationDefaults(), GenerationDefaults(do_sample=True, temperature=0.7, top_p=0.8, top_k=20)
+
+    def params(extra, defaults=greedy, prompt=10, context=1000):
+        return row_params(parse_request({"messages": [{"role": "user", "content": "hi"}], **extra}), s, defaults,
+                          prompt, context)
+
+    assert params({}) == params({"temperature": 0}) == params({"temperature": 0, "seed": 3})
+    assert not params({}).do_sample and params({}).max_new_tokens == 16
+    p = params({}, sampling)
+    assert (p.do_sample, p.temperature, p.top_p, p.top_k) == (True, 0.7, 0.8, 20)
+    p = params({"temperature": 1.2, "top_p": 0.5, "seed": 9, "max_tokens": 30}, sampling)
+    assert (p.do_sample, p.temperature, p.top_p, p.top_k, p.seed, p.max_new_tokens) == (True, 1.2, 0.5, 20, 9, 30)
+    assert not params({"temperature": 0}, sampling).do_sample
+    assert params({}, prompt=95, context=100).max_new_tokens == 5  # the default budget shrinks to the context left
+    raises(400, params, {"max_tokens": 65}, contains="limit of 64")
+    raises(400, params, {}, prompt=101, contains="the limit is 100")
+    raises(400, params, {"max_tokens": 20}, prompt=90, context=100, contains="context of 100 tokens")
+
+
+def test_image_tokens_are_estimated_from_headers_before_decoding(tiny_dir):
+    import ernie_vl
+    from serve.media import MediaInfo
+    from serve.prepare import check_estimate, estimate_image_tokens
+
+    proc = ernie_vl.Processor.from_pretrained(tiny_dir)
+    small, big = MediaInfo("image", 1, 64, 48), MediaInfo("image", 1, 4000, 3000)
+    n_small = estimate_image_tokens(proc, [small])
+    out = proc.apply_chat_template([{"role": "user", "content": [{"type": "image", "image": png_bytes()}]}],
+                                   add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+    assert n_small == int(out["image_grid_thw"].prod()) // 4  # exactly what the processor will produce
+    assert estimate_image_tokens(proc, [small, big]) > 5000
+    raises(400, check_estimate, estimate_image_tokens(proc, [big]), ServeSettings(max_prompt_tokens=4096),
+           contains="the images alone need about")
+
+
+def test_serve_config_yaml_is_a_valid_serve_config_for_build_app():
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from serve.app import DEPLOYMENT_NAME, build_app
+
+    path = os.path.join(os.path.dirname(__file__), "..", "serve", "config.yaml")
+    cfg = ServeDeploySchema.model_validate(yaml.safe_load(open(path)))
+    assert cfg.http_options.host == "127.0.0.1"
+    [app] = cfg.applications
+    assert app.import_path == "serve.app:build_app"
+    [dep] = app.deployments
+    assert dep.name == DEPLOYMENT_NAME and dep.autoscaling_config["max_replicas"] >= 1
+    assert dep.max_queued_requests > 0 and dep.max_ongoing_requests > 0
+    ServeSettings.from_dict(app.args)  # every arg is a settings field
+    build_app(app.args)
+
+
 # ----------------------------------------------------------------------------------------------- security
 
 
