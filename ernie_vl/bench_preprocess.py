@@ -118,10 +118,11 @@ def make_videos(folder: Path, n: int) -> list[Path]:
 # --------------------------------------------------------------------------------------------------------------------
 # Runners
 # --------------------------------------------------------------------------------------------------------------------
-def _time(fn: Callable[[Any], Any], inputs: list) -> tuple[float, list]:
-    t = time.perf_counter()
+def _time(fn: Callable[[Any], Any], inputs: list) -> tuple[float, float, list]:
+    """Wall seconds, process CPU seconds (all threads) and outputs of ``fn`` over ``inputs``."""
+    c, t = time.process_time(), time.perf_counter()
     outs = [fn(x) for x in inputs]
-    return time.perf_counter() - t, outs
+    return time.perf_counter() - t, time.process_time() - c, outs
 
 
 def _max_diff(a: dict, b: dict, pix: str, grid: str) -> float:
@@ -186,15 +187,18 @@ def run(args: argparse.Namespace) -> int:
         fn(inputs[0])
 
     best: dict[str, float] = {}
+    best_cpu: dict[str, float] = {}
     diffs: dict[str, float] = {}
     for r in range(args.rounds):
         outs = {}
         for name, (fn, inputs) in runners.items():
-            dt, o = _time(fn, inputs)
+            dt, cpu, o = _time(fn, inputs)
             best[name] = min(best.get(name, float("inf")), dt)
+            best_cpu[name] = min(best_cpu.get(name, float("inf")), cpu)
             if r == 0:
                 outs[name] = o
-            print(f"round {r + 1}/{args.rounds} {name:32s} {dt:8.3f}s", flush=True)
+            del o
+            print(f"round {r + 1}/{args.rounds} {name:32s} wall {dt:8.3f}s  cpu {cpu:8.3f}s", flush=True)
         if r == 0:
             diffs["images vs torchvision"] = max(
                 _max_diff(a, b, "pixel_values", "image_grid_thw")
@@ -209,27 +213,39 @@ def run(args: argparse.Namespace) -> int:
 
     n_img, n_vid = len(images), len(videos)
     rates = {k: (n_img if k.startswith("images") else n_vid) / v for k, v in best.items()}
+    cpu_per_item = {k: v / (n_img if k.startswith("images") else n_vid) for k, v in best_cpu.items()}
     fastest_ref_img = max(("images/reference-torchvision", "images/reference-pil"), key=lambda k: rates[k])
     result: dict[str, Any] = {
         "threads": torch.get_num_threads(),
         "n_images": n_img,
         "n_videos": n_vid,
         "rates_per_s": rates,
+        "cpu_seconds_per_item": cpu_per_item,
+        "load_average_after": list(__import__("os").getloadavg()),
         "image_ratio_vs_fastest_reference": rates["images/ours"] / rates[fastest_ref_img],
         "fastest_image_reference": fastest_ref_img,
         "max_abs_diff": diffs,
     }
     if videos:
         result["video_ratio"] = rates["videos/ours"] / rates["videos/reference-pyav"]
+        result["video_cpu_ratio"] = cpu_per_item["videos/reference-pyav"] / cpu_per_item["videos/ours"]
+    result["image_cpu_ratio_vs_torchvision"] = (
+        cpu_per_item["images/reference-torchvision"] / cpu_per_item["images/ours"]
+    )
 
     print()
     print(f"torch threads: {result['threads']}; {n_img} images, {n_vid} videos; best of {args.rounds} rounds")
     for k, v in rates.items():
         unit = "images/s" if k.startswith("images") else "videos/s"
-        print(f"  {k:32s} {v:8.2f} {unit}")
+        print(f"  {k:32s} {v:8.2f} {unit}   ({cpu_per_item[k] * 1000:8.1f} CPU-ms per item)")
     print(f"  images: ours / {fastest_ref_img.split('/')[1]} = {result['image_ratio_vs_fastest_reference']:.2f}x")
     if videos:
         print(f"  videos: ours / reference-pyav = {result['video_ratio']:.2f}x")
+    print(
+        f"  CPU time per item, reference / ours: images (torchvision) {result['image_cpu_ratio_vs_torchvision']:.2f}x"
+        + (f", videos {result['video_cpu_ratio']:.2f}x" if videos else "")
+    )
+    print(f"  load average after the run: {result['load_average_after']} (the machine may be shared)")
     for k, v in diffs.items():
         print(f"  max |pixel diff| {k}: {v:.3g}")
     if args.json:

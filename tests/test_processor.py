@@ -228,3 +228,14 @@ def test_errors(ours, media):
         ours(text=f"{IMG_TOKEN}", images=[imgs[0] + ".missing"], source="sample 9")
     with pytest.raises(ChatFormatError, match="unknown type"):
         ours.apply_chat_template([{"role": "user", "content": [{"type": "file", "path": "x"}]}], tokenize=True)
+
+
+def test_processor_pickles(ours, media):
+    """Ray ships processors to actors: a pickled processor gives the same outputs."""
+    import pickle
+
+    imgs, vids = media
+    clone = pickle.loads(pickle.dumps(ours))
+    a = ours(text=f"{IMG_TOKEN}{VID_TOKEN}", images=imgs[:1], videos=vids[1:], return_tensors="pt")
+    b = clone(text=f"{IMG_TOKEN}{VID_TOKEN}", images=imgs[:1], videos=vids[1:], return_tensors="pt")
+    assert_outputs_equal(a, b)
