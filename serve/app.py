@@ -31,7 +31,6 @@ import time
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
-from ray.serve.config import BackpressureConfig
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .batching import QueueFull
@@ -46,6 +45,13 @@ log = logging.getLogger("ernie_vl.serve")
 
 DEPLOYMENT_NAME = "ErnieVL"
 APP_NAME = "ernie-vl"
+
+try:  # Ray >= 2.5x: answer Serve's own backpressure rejections with 429 + Retry-After (OpenAI clients retry those)
+    from ray.serve.config import BackpressureConfig
+
+    _BACKPRESSURE = {"backpressure_config": BackpressureConfig(status_code=429, retry_after_s=1)}
+except ImportError:  # older Serve answers them with 503, which clients also retry
+    _BACKPRESSURE = {}
 
 api = FastAPI(title="ERNIE-VL OpenAI-compatible API", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -66,7 +72,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     name=DEPLOYMENT_NAME,
     max_ongoing_requests=64,
     max_queued_requests=256,
-    backpressure_config=BackpressureConfig(status_code=429, retry_after_s=1),
+    **_BACKPRESSURE,
     health_check_period_s=10,
     health_check_timeout_s=60,  # a long prefill must not look like a dead replica (ray-project/ray#54070)
     graceful_shutdown_timeout_s=20,
@@ -81,9 +87,9 @@ class ErnieVLDeployment:
 
         logging.basicConfig(level=logging.INFO)
         self.settings = ServeSettings.from_dict(settings)
+        self.key_digest = self.settings.api_key_digest()  # a missing key fails the replica before the model loads
         self.runtime = ModelRuntime(self.settings)
         self.model_name = self.runtime.model_name
-        self.key_digest = self.settings.api_key_digest()
         self.created = now()
 
     def __del__(self):  # Serve calls this when it stops the replica

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="model id to send (default: the started server's)")
     p.add_argument("--api-key", default=os.environ.get("ERNIE_VL_API_KEY"))
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    p.add_argument("--requests", type=int, default=64, help="measured requests per concurrency level")
+    p.add_argument("--requests", type=int, default=128, help="measured requests per concurrency level")
     p.add_argument("--warmup", type=int, default=4)
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--image-every", type=int, default=4, help="every k-th request carries an image (0: none)")
