@@ -9,6 +9,7 @@ tokens against `max_prompt_tokens` and the model context.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,13 +49,16 @@ def count_media(req: ChatCompletionRequest) -> int:
     )
 
 
-def to_processor_messages(req: ChatCompletionRequest, settings: ServeSettings) -> tuple[list[dict], list[MediaInfo]]:
-    """OpenAI messages -> processor messages with media as checked bytes. Raises APIError (4xx)."""
+def to_processor_messages(req: ChatCompletionRequest, settings: ServeSettings
+                          ) -> tuple[list[dict], list[MediaInfo], dict[str, list[str]]]:
+    """OpenAI messages -> processor messages with media as checked bytes, their header facts, and where each image
+    and video sits in the request (for error messages). Raises APIError (4xx)."""
     n_media = count_media(req)
     if n_media > settings.max_media_items:
         raise bad_request(f"the request holds {n_media} images/videos; the limit is {settings.max_media_items}",
                           "messages", "too_many_media")
     out, infos = [], []
+    locations: dict[str, list[str]] = {"image": [], "video": []}
     for i, msg in enumerate(req.messages):
         role = "system" if msg.role == "developer" else msg.role
         if msg.content is None or isinstance(msg.content, str):
@@ -72,9 +76,10 @@ def to_processor_messages(req: ChatCompletionRequest, settings: ServeSettings) -
             url = part.image_url.url if isinstance(part, ImagePart) else part.video_url.url
             data, info = load_media(url, kind, where, settings)
             infos.append(info)
+            locations[kind].append(where)
             parts.append({"type": kind, kind: data})
         out.append({"role": role, "content": parts})
-    return out, infos
+    return out, infos, locations
 
 
 def estimate_image_tokens(processor, infos: list[MediaInfo]) -> int:
@@ -94,19 +99,39 @@ def estimate_image_tokens(processor, infos: list[MediaInfo]) -> int:
     return total
 
 
-def run_processor(processor, messages: list[dict]) -> tuple[Prepared, dict]:
-    """The batch pipeline's call: chat template + tokenizer + image/video processors -> one `Prepared`."""
-    from ernie_vl.errors import ProcessingError
+_SOURCE = re.compile(r"^(image|video) (\d+)$")
 
+
+def processing_error(exc: Exception, locations: dict[str, list[str]]) -> APIError:
+    """A processor exception as a 400 that names the request part and says what is wrong, without decoder internals.
+
+    `locations["image"][k]` is where the k-th image of the request sits (``messages[0].content[1]``); the processor
+    names media by that index (``image 0``). Parenthesised details of media errors (library messages, source paths
+    of the decoder) are dropped; chat-structure errors are kept as they are (they describe the request itself).
+    """
+    from ernie_vl.errors import MediaError, ProcessingError
+
+    if not isinstance(exc, ProcessingError):
+        return bad_request("the request could not be processed", "messages")
+    where = "messages"
+    m = _SOURCE.match(exc.source or "")
+    if m and int(m.group(2)) < len(locations.get(m.group(1), [])):
+        where = locations[m.group(1)][int(m.group(2))]
+    cause = exc.cause if exc.source else str(exc)
+    if isinstance(exc, MediaError):
+        cause = cause.split(" (", 1)[0]  # "cannot decode image: truncated or corrupt data (<decoder internals>)"
+    return bad_request(f"{where}: {cause[:300]}", where, "invalid_media" if isinstance(exc, MediaError) else None)
+
+
+def run_processor(processor, messages: list[dict], locations: dict[str, list[str]] | None = None
+                  ) -> tuple[Prepared, dict]:
+    """The batch pipeline's call: chat template + tokenizer + image/video processors -> one `Prepared`."""
     try:
         out = processor.apply_chat_template(
             messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
         )
-    except ProcessingError as e:  # typed input errors: safe, specific messages (media part, cause)
-        raise bad_request(f"the request could not be processed: {str(e)[:300]}", "messages",
-                          "invalid_media") from None
-    except ValueError as e:
-        raise bad_request(f"the request could not be processed: {str(e)[:300]}", "messages") from None
+    except ValueError as e:  # ernie_vl's typed input errors derive from ValueError
+        raise processing_error(e, locations or {}) from None
     return Prepared.from_processor(out), out
 
 

@@ -131,9 +131,9 @@ class ModelRuntime:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
     def _prepare_sync(self, req: ChatCompletionRequest) -> tuple[Prepared, RowParams]:
-        messages, infos = to_processor_messages(req, self.settings)
+        messages, infos, locations = to_processor_messages(req, self.settings)
         check_estimate(estimate_image_tokens(self.processor, infos), self.settings)
-        prepared, _ = run_processor(self.processor, messages)
+        prepared, _ = run_processor(self.processor, messages, locations)
         params = row_params(req, self.settings, self.defaults, prepared.num_prompt_tokens, self.max_context)
         return prepared, params
 

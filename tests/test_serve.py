@@ -350,6 +350,16 @@ def test_oversize_payloads_and_media_are_refused_before_decoding(server):
            "80 frames; the limit is 64")
     _error(server.post({"messages": user({"type": "image_url", "image_url": {"url": data_url(b"not an image")}})}),
            400, "could not be identified")
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(buf, "PNG")
+    truncated = data_url(buf.getvalue()[:3000])  # the header passes, decoding fails in the processor
+    r = server.post({"messages": user({"type": "text", "text": "look"},
+                                      {"type": "image_url", "image_url": {"url": truncated}})})
+    err = _error(r, 400, "messages[0].content[1]: cannot decode image")
+    assert ".cpp" not in err["message"] and "/" not in err["message"].split(":", 1)[1]
 
 
 def test_forbidden_paths_and_urls(server):
