@@ -516,3 +516,32 @@ def test_a_cancelled_row_leaves_its_slot(tiny_dir):
     while dec.active:
         dec.step()
     assert len(rows[0].tokens) == 2 and rows[0].finish is None and len(rows[1].tokens) == 10
+
+
+def test_runtime_frees_the_slot_of_a_request_whose_client_went_away(tiny_dir):
+    """A cancelled job (client disconnected, or its time ran out) stops generating at the next token."""
+    import asyncio
+
+    from serve.runtime import ModelRuntime
+    from serve.schemas import parse_request
+
+    rt = ModelRuntime(ServeSettings(model=str(tiny_dir), max_tokens_limit=1000, torch_threads=1))
+    try:
+        async def main():
+            req = parse_request({"messages": [{"role": "user", "content": "Talk for a long time."}],
+                                 "max_tokens": 1000, "stream": True})
+            job = await rt.prepare(req)
+            rt.submit(job)
+            first = await asyncio.wait_for(job.events.get(), 30)
+            job.cancelled = True
+            deadline = time.monotonic() + 10
+            while rt.decoder.active and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            return first, len(job.stream.tokens)
+
+        first, n_tokens = asyncio.run(main())
+        assert first[0] == "delta" or first[0] == "done"
+        assert not rt.decoder.active and rt.decoder.cache is None and n_tokens < 1000
+        assert rt.healthy()
+    finally:
+        rt.close()
