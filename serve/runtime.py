@@ -125,6 +125,9 @@ class ModelRuntime:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._decode_loop, name="ernie-vl-decode", daemon=True)
         self._thread.start()
+        for root in settings.media_roots:
+            if not Path(root).is_dir():
+                log.warning("media root %s is not a folder on this node: local media under it will not be found", root)
         log.info("ernie-vl replica ready: model %s from %s on %s, eos %s", self.model_name, path, device, self.eos)
 
     def decode_text(self, tokens: list[int]) -> str:
