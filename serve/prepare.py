@@ -1,6 +1,6 @@
 """A validated chat request -> processor messages -> `Prepared` + generation settings, with every limit checked.
 
-Media are resolved here (never by the processor: it would read any path or URL it is given) and handed to the
+Media are resolved here (never by the processor: it would read any local path it is given) and handed to the
 processor as bytes, in the message layout `ernie_vl.Processor.apply_chat_template` takes — the same call, with the
 same arguments, that the batch pipeline makes. Order of checks: media count -> each medium's bytes and header
 (media.py) -> estimated image tokens (from header sizes, before any pixel is decoded) -> processor -> exact prompt
