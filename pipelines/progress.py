@@ -94,6 +94,7 @@ class BenchmarkProgress:
             "failed_this_run": self.failed,
             "errors_this_run": dict(self.errors),
             "elapsed_s": round(self.elapsed, 3),
+            "first_row_s": None if self.first_row is None else round(self.first_row - self.started, 3),
             "samples_per_s": round(sps, 4),
             "generated_tokens_per_s": round(tps, 2),
             "prompt_tokens": self.prompt_tokens,

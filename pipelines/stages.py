@@ -21,6 +21,7 @@ Every stage emits exactly one output row per sample it receives, error rows incl
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import time
 from typing import Any, Iterator
@@ -103,11 +104,12 @@ def classify_error(exc: BaseException) -> str:
 
 
 def _np(x) -> np.ndarray | None:
+    """A tensor → a contiguous numpy array (floating point as float32: numpy has no bfloat16)."""
     if x is None:
         return None
     if hasattr(x, "detach"):
         x = x.detach().cpu()
-        if x.dtype.is_floating_point and x.dtype != __import__("torch").float32:
+        if x.dtype.is_floating_point and x.itemsize != 4:
             x = x.float()
         x = x.numpy()
     return np.ascontiguousarray(x)
@@ -132,6 +134,24 @@ def _frames(out: dict) -> tuple[list[int] | None, list[float] | None]:
     return (idx or None), (ts or None)
 
 
+def _yield_cpu_to_replicas(niceness: int = 10) -> None:
+    """Lower this CPU actor's scheduling priority. Where CPU stages share cores with a model replica (CPU-only
+    machines, or a GPU replica's launch thread), the replica is the bottleneck: a preempted thread of its
+    intra-op thread pool stalls every other one at the next barrier, so preprocessing should run in the gaps.
+    On nodes with spare cores this changes nothing."""
+    # NOTE: on Linux a nice value belongs to a thread, not the process: set it on every existing thread (the task
+    # executor may be one of Ray's threads); threads created later inherit it from their creator.
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:  # pragma: no cover - not Linux
+        tids = [0]
+    for tid in tids:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + niceness))
+        except (AttributeError, OSError):  # pragma: no cover - thread gone, or no setpriority
+            pass
+
+
 class PreprocessStage:
     """CPU actor: input rows → packs of prepared samples (see the module docstring).
 
@@ -146,6 +166,7 @@ class PreprocessStage:
         from ernie_vl.config import ModelConfig
 
         torch.set_num_threads(1)  # many small ops; parallelism comes from the actor pool
+        _yield_cpu_to_replicas()
         self.processor = Processor.from_pretrained(model_path)
         cfg = ModelConfig.from_file(model_path)
         self.image_token_id = cfg.image_token_id
@@ -277,6 +298,7 @@ class ScoreStage:
     def __init__(self, model_path: str, flavor: str, fingerprints: dict[str, str], model_name: str):
         from ernie_vl.tokenizer import Tokenizer
 
+        _yield_cpu_to_replicas()
         self.tokenizer = Tokenizer.from_pretrained(model_path)
         self.flavor = flavor
         self.fingerprints = fingerprints
