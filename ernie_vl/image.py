@@ -409,6 +409,9 @@ class _Normalizer:
         self.mean_col = m.to(torch.float32).repeat_interleave(repeat)
         self.std_col = s.to(torch.float32).repeat_interleave(repeat)
 
+        self._mean_np, self._std_np = self.mean_col.numpy(), self.std_col.numpy()
+        self._scale_np = np.float32(rescale_factor)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """In place on float32 ``x`` ``[..., D]``."""
         if self.do_normalize:
@@ -416,6 +419,36 @@ class _Normalizer:
         if self.do_rescale:
             return x.mul_(self.rescale_factor)
         return x
+
+    def numpy_(self, x: np.ndarray) -> None:
+        """The same float32 operations, in place on a numpy ``[..., D]`` view (single-threaded, no torch dispatch)."""
+        if self.do_normalize:
+            np.subtract(x, self._mean_np, out=x)
+            np.divide(x, self._std_np, out=x)
+        elif self.do_rescale:
+            np.multiply(x, self._scale_np, out=x)
+
+
+def patchify_normalize_into(
+    out: torch.Tensor, image: torch.Tensor, patch_size: int, merge_size: int, normalizer: _Normalizer, temporal: int = 1
+) -> None:
+    """:func:`patchify_into` followed by the normalization, for one ``[C, H, W]`` image into float32 ``out``.
+
+    uint8 images take a numpy path (one strided uint8→float32 copy, then two in-place passes while the block is in
+    cache; no torch parallel regions, which cost more than they save on small blocks and busy machines). The
+    arithmetic is the same IEEE float32 as the reference's, so the values are bit-identical.
+    """
+    if temporal != 1 or image.dtype != torch.uint8 or image.ndim != 3 or out.dtype != torch.float32:
+        patchify_into(out, image, patch_size, merge_size, temporal)
+        normalizer(out)
+        return
+    c, h, w = image.shape
+    p, m = patch_size, merge_size
+    gh, gw = h // p, w // p
+    src = image.numpy().reshape(c, gh // m, m, p, gw // m, m, p).transpose(1, 4, 2, 5, 0, 3, 6)
+    dst = out.numpy()
+    np.copyto(dst.reshape(gh // m, gw // m, m, m, c, p, p), src, casting="unsafe")
+    normalizer.numpy_(dst)
 
 
 def patchify_into(out: torch.Tensor, image: torch.Tensor, patch_size: int, merge_size: int, temporal: int = 1) -> None:
@@ -503,8 +536,7 @@ class ImageProcessor:
             resized = resize(img, h, w, cfg.resample) if cfg.do_resize else img
             rows = (h // p) * (w // p)
             block = out[start : start + rows]
-            patchify_into(block, resized, p, cfg.merge_size, cfg.temporal_patch_size)
-            self._normalizer(block)
+            patchify_normalize_into(block, resized, p, cfg.merge_size, self._normalizer, cfg.temporal_patch_size)
             grids[i, 0], grids[i, 1], grids[i, 2] = 1, h // p, w // p
         return {"pixel_values": out, "image_grid_thw": grids}
 

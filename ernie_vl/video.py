@@ -49,6 +49,7 @@ from .image import (
     _from_numpy_readonly,
     load_image,
     patchify_into,
+    patchify_normalize_into,
     resize,
     smart_resize,
 )
@@ -942,13 +943,13 @@ class VideoProcessor:
                 return
             batch = torch.from_numpy(buf[:filled]).permute(0, 3, 1, 2)  # [n, 3, H0, W0] channels-last
             resized = resize(batch, h, w, cfg.resample) if cfg.do_resize else batch
-            block = out[done * per_frame : (done + filled) * per_frame]
-            patchify_into(block, resized, cfg.patch_size, cfg.merge_size)
-            self._normalizer(block)
+            for j in range(filled):  # frame by frame: each block is still in cache for the normalization passes
+                block = out[(done + j) * per_frame : (done + j + 1) * per_frame]
+                patchify_normalize_into(block, resized[j], cfg.patch_size, cfg.merge_size, self._normalizer)
             done += filled
             filled = 0
 
-        def add(k: int, frame) -> None:
+        def add(k: int, frame, drawn: bool) -> None:
             nonlocal filled
             if k != done + filled:
                 raise VideoError(f"frames out of order (got frame {k}, expected {done + filled})", src)
@@ -957,7 +958,7 @@ class VideoProcessor:
             if frame.shape != (h0, w0, 3):
                 raise VideoError(f"frame {k} has shape {frame.shape}, expected {(h0, w0, 3)} (size changed?)", src)
             buf[filled] = frame  # a copy: the caller's frames are never drawn on
-            if draw:
+            if draw and not drawn:
                 self.drawer.draw(buf[filled], texts[k], src)
             filled += 1
             if filled == chunk:
@@ -966,18 +967,28 @@ class VideoProcessor:
         if plan.get("opened") is not None:
             indices = meta.frames_indices
             position = {idx: k for k, idx in enumerate(indices)}
-            frames = plan["opened"].frames(indices)
+
+            def decoded_and_drawn():
+                # Runs in the decode thread when there is one: decoding releases the GIL and drawing holds it,
+                # while this thread's resize/normalize release it, so the two overlap.
+                for idx, arr in plan["opened"].frames(indices):
+                    k = position[idx]
+                    if draw:
+                        self.drawer.draw(arr, texts[k], src)  # arr is a fresh decoded frame (ours to draw on)
+                    yield k, arr
+
+            frames = decoded_and_drawn()
             if self.decode_thread:
                 frames = _in_background(frames)
             try:
-                for idx, arr in frames:
-                    add(position[idx], arr)
+                for k, arr in frames:
+                    add(k, arr, drawn=True)
             finally:
                 frames.close()  # stops the decode thread before the container is closed
         else:
             frames = plan["frames"]
             for k in range(n):
-                add(k, frames[k])
+                add(k, frames[k], drawn=False)
         flush()
         if done != n:
             raise VideoError(f"decoded {done} of {n} sampled frames", src)
