@@ -19,8 +19,9 @@ Pipeline per image (reference semantics, faster implementation):
 2. **Resize** to ``smart_resize(H0, W0)`` with ``torchvision.transforms.v2.functional.resize(BICUBIC,
    antialias=True)``: the same integer kernel as the reference, run on the channels-last view (no repacking).
 3. **Rescale + normalize + patchify** fused: one strided uint8→float32 copy straight into the final
-   ``pixel_values`` rows, then ``(x − 255·mean) / (255·std)`` in place per column — the reference's float32 ops, so
-   the values are bit-identical; no intermediate float image, no ``torch.cat``.
+   ``pixel_values`` rows, then ``(x − 255·mean) / (255·std)`` in place per column (numpy, single-threaded, while the
+   block is in cache) — the reference's float32 ops, so the values are bit-identical; no intermediate float image,
+   no ``torch.cat``.
 
 Output: ``pixel_values`` float32 ``[N, D]`` (row ↔ (bh, bw, mh, mw), column ↔ (c, py, px)), ``image_grid_thw``
 int64 ``[n_images, 3]`` = ``[1, gh, gw]``.
