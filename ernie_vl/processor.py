@@ -21,7 +21,7 @@ from .chat import DEFAULT_CHAT_TEMPLATE
 from .errors import PlaceholderMismatchError, ProcessingError
 from .image import ImageProcessor, ImageProcessorConfig, flatten_images
 from .tokenizer import Tokenizer
-from .video import VideoMetadata, VideoProcessor, VideoProcessorConfig, flatten_videos
+from .video import VideoProcessor, VideoProcessorConfig, flatten_videos
 
 FONT_NAME = "Roboto-Regular.ttf"
 PACKAGED_FONT = Path(__file__).parent / "fonts" / FONT_NAME

@@ -29,13 +29,10 @@ data; and patchifies/normalizes frame by frame straight into the output buffer (
 from __future__ import annotations
 
 import io
-import math
 import os
 import queue
 import threading
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -48,9 +45,7 @@ from .image import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
     _Normalizer,
-    _from_numpy_readonly,
     load_image,
-    patchify_into,
     patchify_normalize_into,
     resize,
     smart_resize,
