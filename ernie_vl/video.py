@@ -446,10 +446,14 @@ class _OpenedVideo:
             self.codec = self.stream.codec_context.name
             is_idr = _idr_checker(self.codec, self.stream.codec_context.extradata)
             pts, key, idr = [], [], []
+            # Packets the demuxer flags as discarded (edit lists) or corrupt are decoded but may not be output, so
+            # the i-th output frame is no longer the i-th packet in pts order: such files decode sequentially.
+            self._irregular = False
             try:
                 for p in self.container.demux(self.stream):
                     if p.size <= 0:
                         continue
+                    self._irregular |= bool(p.is_discard or p.is_corrupt)
                     pts.append(p.pts)
                     key.append(bool(p.is_keyframe))
                     idr.append(bool(p.is_keyframe) and (is_idr is None or is_idr(bytes(p))))
@@ -499,7 +503,7 @@ class _OpenedVideo:
         if not wanted:
             return
         self._reopen()
-        index_of = self._pts_index()
+        index_of = None if self._irregular else self._pts_index()
         if index_of is not None and self.codec in _SKIP_SAFE_CODECS and self.container.format.name in _PTS_RELIABLE_FORMATS:
             done: list[int] = []
             try:
