@@ -1,6 +1,6 @@
 """`ernie-vl serve` as a user runs it: a subprocess, then the README section's curl and openai examples, then Ctrl-C.
 
-The commands are read from serve/README_SECTION.md (port 8000 replaced by a free one), so the documented examples
+The commands are read from the README's serving section (port 8000 replaced by a free one), so the documented examples
 are the tested ones.
 """
 
@@ -26,7 +26,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("openai")
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTION = (ROOT / "serve" / "README_SECTION.md").read_text()
+SECTION = (ROOT / "README.md").read_text().split("<!-- serve-section -->")[1].split("<!-- /serve-section -->")[0]
 
 
 def _blocks(lang: str) -> list[str]:
