@@ -190,7 +190,9 @@ def plan_resources(cfg: EvalConfig, cluster: dict) -> ResourcePlan:
     pre_pool: int | tuple[int, int] = (1, max_pre) if max_pre > 1 else 1
     return ResourcePlan(
         preprocess=StageResources(num_cpus=pre_cpus, concurrency=pre_pool),
-        replica=StageResources(num_cpus=replica_cpus, num_gpus=per_replica_gpus, concurrency=cfg.replicas),
+        # an expert-sharded replica's GPUs belong to its rank actors (their placement group), not to the feeding actor
+        replica=StageResources(num_cpus=replica_cpus, num_gpus=per_replica_gpus if cfg.expert_shards == 1 else 0.0,
+                               concurrency=cfg.replicas),
         score=StageResources(num_cpus=score_cpus, concurrency=1),
         device=device,
         torch_threads=threads,

@@ -43,19 +43,27 @@ def read_eos_ids(model_path: str | Path, model=None) -> list[int]:
 
 
 def check_replica_options(expert_shards: int) -> None:
-    """Fail fast, on the driver, for replica layouts that are not implemented (called before any actor starts)."""
-    if expert_shards != 1:
-        raise NotImplementedError(
-            f"--expert-shards {expert_shards}: expert-parallel replicas are not implemented in the batch pipeline yet; "
-            "use --expert-shards 1"
-        )
+    """Fail fast, on the driver, for replica layouts that cannot work (called before any actor starts)."""
+    if expert_shards < 1:
+        raise ValueError(f"--expert-shards must be >= 1, got {expert_shards}")
+
+
+class _GangEngine:
+    """An expert-sharded gang behind the `Engine.generate` interface (what `ReplicaStage` calls)."""
+
+    def __init__(self, gang, config):
+        self.gang, self.model = gang, type("GangModel", (), {"config": config})()
+
+    def generate(self, requests, settings):
+        return self.gang.generate(requests, settings)
 
 
 def build_replica(model_path: str, *, dtype: str | None, device: str, expert_shards: int = 1,
                   batch_size: int = 16, batch_tokens: int = 16384):
     """Load the model and wrap it in an `Engine`. Returns `(engine, eos_ids)`.
 
-    `expert_shards > 1` (expert parallelism across a gang of actors) is not implemented yet.
+    With `expert_shards > 1` the replica is a gang of that many rank actors in one placement group
+    (`replicas.ExpertShardedReplica`, one GPU each on GPU clusters); this actor only feeds it.
     """
     check_replica_options(expert_shards)
     from ernie_vl import load_model
@@ -63,6 +71,18 @@ def build_replica(model_path: str, *, dtype: str | None, device: str, expert_sha
 
     if dtype is None and device.startswith("cuda"):
         dtype = "bfloat16"
+    if expert_shards > 1:
+        from ernie_vl.config import ModelConfig
+        from replicas import ExpertShardedReplica
+
+        gpu = device.startswith("cuda")
+        gang = ExpertShardedReplica(
+            model_path, expert_shards, dtype=dtype, device="cuda" if gpu else "cpu",
+            num_cpus_per_rank=1.0 if gpu else 0.1, num_gpus_per_rank=1 if gpu else 0,
+            engine_kwargs={"max_batch_size": batch_size, "max_batch_tokens": batch_tokens},
+        )
+        cfg = ModelConfig.from_file(model_path)
+        return _GangEngine(gang, cfg), read_eos_ids(model_path)
     model = load_model(model_path, dtype=dtype, device=device)
     pad = model.config.text.pad_token_id
     engine = Engine(model, pad_token_id=0 if pad is None else int(pad), max_batch_size=batch_size,

@@ -138,7 +138,8 @@ def _yield_cpu_to_replicas(niceness: int = 10) -> None:
     """Lower this CPU actor's scheduling priority. Where CPU stages share cores with a model replica (CPU-only
     machines, or a GPU replica's launch thread), the replica is the bottleneck: a preempted thread of its
     intra-op thread pool stalls every other one at the next barrier, so preprocessing should run in the gaps.
-    On nodes with spare cores this changes nothing."""
+    On nodes with spare cores this changes nothing. (Ray already starts every worker at niceness 15; this puts the
+    CPU stages below the replicas, capped at 19.)"""
     # NOTE: on Linux a nice value belongs to a thread, not the process: set it on every existing thread (the task
     # executor may be one of Ray's threads); threads created later inherit it from their creator.
     try:
