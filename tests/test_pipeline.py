@@ -340,6 +340,18 @@ def test_cli_arguments_and_expert_shards():
     assert [(s.name, s.data) for s in _benchmark_specs(a)] == [("mmbench", "/m"), ("pope", "/p")]
     a = p.parse_args(["eval", "--benchmark", "demo", "--out", "o", "--expert-shards", "2"])
     assert a.expert_shards == 2 and a.func.__name__ == "cmd_eval"
-    with pytest.raises(NotImplementedError, match="expert-shards 2"):
-        run_eval(EvalConfig(benchmarks=[BenchmarkSpec("demo")], out="/tmp/never-written", expert_shards=2))
+    with pytest.raises(ValueError, match="expert_shards must be >= 1"):
+        run_eval(EvalConfig(benchmarks=[BenchmarkSpec("demo")], out="/tmp/never-written", expert_shards=0))
     assert not Path("/tmp/never-written").exists()
+
+
+def test_expert_shards_2_writes_the_same_predictions(demo_run, tmp_path):
+    """`--expert-shards 2`: each replica is a gang of 2 rank actors (gloo), yet the predictions equal K=1's."""
+    out1, _, _ = demo_run
+    out2 = tmp_path / "ep2"
+    evaluate(out2, BenchmarkSpec("demo"), expert_shards=2)
+    cols = ["sample_id", "prediction", "extracted", "generated_tokens", "error"]
+    a = predictions(out1)[cols].sort_values("sample_id").reset_index(drop=True)
+    b = predictions(out2)[cols].sort_values("sample_id").reset_index(drop=True)
+    assert len(b) == 10 and b["error"].isna().all()
+    pd.testing.assert_frame_equal(a, b)
