@@ -118,6 +118,8 @@ class ReplicaStage:
         self.generation = dict(generation)
         self.eos = eos
         self.pid = os.getpid()
+        import time
+        open("/tmp/trace.log","a").write(f"rep init {time.time():.2f}\n")
         self.warm_up()
 
     def warm_up(self) -> None:
@@ -163,6 +165,8 @@ class ReplicaStage:
             os._exit(1)  # let Ray restart the actor and retry this pack on a healthy CUDA context
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        import time, torch
+        t0 = time.time()
         items = unpack(batch)
         todo: dict[int, list[int]] = {}
         for i, it in enumerate(items):
@@ -184,6 +188,7 @@ class ReplicaStage:
             elif g is not None:
                 row.update(tokens=list(g.tokens), finish_reason=g.finish_reason, latency_s=float(g.latency_s))
             rows.append(row)
+        open("/tmp/trace.log","a").write(f"rep {t0:.2f} {time.time()-t0:.2f} n={len(rows)} threads={torch.get_num_threads()} nice={os.nice(0)}\n")
         return generated_table(rows)
 
 
