@@ -86,18 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None)
     s.set_defaults(func=_cmd_generate)
 
-    try:
-        from pipelines.cli import add_eval_commands
-    except ImportError:  # the pipeline package is optional for model-only installs
-        add_eval_commands = None
-    if add_eval_commands is not None:
-        add_eval_commands(sub)
-    try:
-        from serve.cli import add_serve_command
-    except ImportError:
-        add_serve_command = None
-    if add_serve_command is not None:
-        add_serve_command(sub)
+    # the eval/score/report and serve commands live in the pipelines and serve packages of the same distribution;
+    # they are imported here, at parser construction, and nowhere else in ernie_vl
+    from pipelines.cli import add_eval_commands
+    from serve.cli import add_serve_command
+
+    add_eval_commands(sub)
+    add_serve_command(sub)
     return p
 
 
