@@ -269,9 +269,7 @@ class PreprocessStage:
             yield cur
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
-        t0 = time.time()
         items = [self.prepare(r) for r in batch.to_pylist()]
-        open("/tmp/trace.log","a").write(f"pre {t0:.2f} {time.time()-t0:.2f} n={len(items)}\n")
         for pack in self.packs(items):
             work = sum(it["prompt_tokens"] + it["max_new_tokens"] for it in pack if it["tensors"] is not None)
             yield pa.Table.from_pydict(
