@@ -33,6 +33,7 @@ from .resume import (RunLock, archive_other_fingerprints, atomic_write_bytes, at
                      reconcile, remove_stale_tmp, sample_key, scan_done, write_part)
 from .schema import SCHEMA_VERSION, metrics_table
 from .stages import input_row, input_table
+from .trace import trace
 
 MANIFEST_FORMAT = "ernie-vl-eval/1"
 log = logging.getLogger("pipelines")
@@ -302,8 +303,12 @@ def run_eval(cfg: EvalConfig, *, stream=None, verbose: bool = False, num_cpus: i
                 plan = real
             ds = build_dataset(refs, cfg, plan, model_path, fps, dtype)
             printer.update(force=True)
-            for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
+            trace("driver", "execute", n=sum(len(k) for k in todo_keys.values()))
+            # prefetch_batches=0: with prefetching the iterator held each finished block until the next one arrived,
+            # so rows were committed (and made resumable) one model batch late
+            for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
                 _commit(block, pred, fps, progress, todo_keys)
+                trace("driver", "commit", n=block.num_rows)
                 printer.update()
         for p in progress.values():
             p.finished = time.monotonic()

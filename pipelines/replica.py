@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
 
 from .stages import RECORD_FIELDS, generated_table, unpack
+from .trace import trace
 
 _FATAL_CUDA = ("illegal memory access", "device-side assert", "unspecified launch failure", "CUDA error: misaligned")
 
@@ -112,12 +114,15 @@ class ReplicaStage:
         # threads running torch ops means two OpenMP thread teams whose idle threads spin against each other; on a
         # machine with few cores that slowed generation by ~1.5x. So every torch call — load, warm-up, generate —
         # runs on this one thread.
+        trace("replica", "init_start")
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replica")
         self._thread.submit(self._build, model_path, dtype, device, torch_threads, expert_shards, batch_size,
                             batch_tokens).result()
         self.generation = dict(generation)
         self.pid = os.getpid()
+        trace("replica", "loaded")
         self._thread.submit(self.warm_up).result()
+        trace("replica", "ready")
 
     def _build(self, model_path, dtype, device, torch_threads, expert_shards, batch_size, batch_tokens) -> None:
         import torch
@@ -175,6 +180,7 @@ class ReplicaStage:
         return self._thread.submit(self._call, batch).result()
 
     def _call(self, batch: pa.Table) -> pa.Table:
+        t0 = time.perf_counter()
         items = unpack(batch)
         todo: dict[int, list[int]] = {}
         for i, it in enumerate(items):
@@ -196,6 +202,7 @@ class ReplicaStage:
             elif g is not None:
                 row.update(tokens=list(g.tokens), finish_reason=g.finish_reason, latency_s=float(g.latency_s))
             rows.append(row)
+        trace("replica", "call", n=len(rows), s=round(time.perf_counter() - t0, 4))
         return generated_table(rows)
 
 

@@ -29,6 +29,8 @@ from typing import Any, Iterator
 import numpy as np
 import pyarrow as pa
 
+from .trace import trace
+
 MEDIA_TYPE = pa.list_(pa.struct([("kind", pa.string()), ("data", pa.large_binary()), ("path", pa.string())]))
 RECORD_FIELDS = ("sample_id", "benchmark", "split", "question", "options", "targets", "category", "subcategory",
                  "group", "meta")
@@ -161,6 +163,7 @@ class PreprocessStage:
 
     def __init__(self, model_path: str, flavor: str, max_new_tokens: int, pack_rows: int, pack_tokens: int,
                  max_prompt_tokens: int | None = None):
+        trace("preprocess", "init_start")
         import torch
 
         from ernie_vl import Processor
@@ -179,6 +182,7 @@ class PreprocessStage:
         self.pack_rows = pack_rows
         self.pack_tokens = pack_tokens
         self._benchmarks: dict[str, Any] = {}
+        trace("preprocess", "ready")
 
     def _benchmark(self, name: str):
         if name not in self._benchmarks:
@@ -269,7 +273,9 @@ class PreprocessStage:
             yield cur
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        t0 = time.perf_counter()
         items = [self.prepare(r) for r in batch.to_pylist()]
+        trace("preprocess", "call", n=len(items), s=round(time.perf_counter() - t0, 4))
         for pack in self.packs(items):
             work = sum(it["prompt_tokens"] + it["max_new_tokens"] for it in pack if it["tensors"] is not None)
             yield pa.Table.from_pydict(
@@ -340,4 +346,7 @@ class ScoreStage:
     def __call__(self, batch: pa.Table) -> pa.Table:
         from .schema import predictions_table
 
-        return predictions_table([self.score_row(r) for r in batch.to_pylist()])
+        t0 = time.perf_counter()
+        out = predictions_table([self.score_row(r) for r in batch.to_pylist()])
+        trace("score", "call", n=out.num_rows, s=round(time.perf_counter() - t0, 4))
+        return out
