@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ def _cmd_convert(a) -> int:
 def _cmd_generate(a) -> int:
     import torch
 
+    from .engine import read_eos_ids
     from .processor import Processor
     from .tiny import default_model_path
     from .weights import load_model
@@ -41,15 +41,14 @@ def _cmd_generate(a) -> int:
         [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=True, return_dict=True,
         return_tensors="pt",
     )
-    gen = json.loads((path / "generation_config.json").read_text()) if (path / "generation_config.json").exists() else {}
     torch.manual_seed(a.seed)
     out = model.generate(
         **{k: v for k, v in inputs.items() if k != "video_metadata"},
         max_new_tokens=a.max_new_tokens,
         do_sample=a.temperature > 0,
         temperature=a.temperature or 1.0,
-        eos_token_id=gen.get("eos_token_id"),
-        pad_token_id=gen.get("pad_token_id"),
+        eos_token_id=read_eos_ids(path, model),
+        pad_token_id=model.config.text.pad_token_id,
     )
     n = inputs["input_ids"].shape[1]
     print(proc.batch_decode(out[:, n:], skip_special_tokens=True)[0])

@@ -14,8 +14,10 @@ Expert-parallel ranks (`group` set) instead run one left-padded batch per call i
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -72,6 +74,17 @@ class Generated:
     latency_s: float
 
 
+def read_eos_ids(model_path, model=None) -> list[int]:
+    """EOS ids from the checkpoint's generation_config.json (else the model config's `eos_token_id`)."""
+    gen = Path(model_path) / "generation_config.json"
+    eos = json.loads(gen.read_text()).get("eos_token_id") if gen.is_file() else None
+    if eos is None and model is not None:
+        eos = getattr(model.config.text, "eos_token_id", None)
+    if eos is None:
+        return []
+    return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+
+
 def collate(batch: list[Prepared], pad_token_id: int = 0) -> dict:
     """Left-pad a list of prepared requests into model inputs; vision tensors concatenated in request order."""
     L = max(p.num_prompt_tokens for p in batch)
@@ -100,22 +113,6 @@ class Engine:
         self.pad_token_id = pad_token_id
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
-
-    def plan_batches(self, requests: list[Prepared], max_new_tokens: int) -> list[list[int]]:
-        """Group request indices into batches by work (padded prompt + generated tokens), longest first."""
-        order = sorted(range(len(requests)), key=lambda i: -requests[i].num_prompt_tokens)
-        batches, cur, cur_len = [], [], 0
-        for i in order:
-            n = requests[i].num_prompt_tokens + max_new_tokens
-            longest = max(cur_len, n)
-            if cur and (len(cur) >= self.max_batch_size or longest * (len(cur) + 1) > self.max_batch_tokens):
-                batches.append(cur)
-                cur, longest = [], n
-            cur.append(i)
-            cur_len = longest
-        if cur:
-            batches.append(cur)
-        return batches
 
     @torch.inference_mode()
     def generate(self, requests: list[Prepared], settings: GenerationSettings) -> list[Generated]:

@@ -110,7 +110,7 @@ def engine_loop(data: Path, model_path: Path, *, batch_size: int, batch_tokens: 
     from ernie_vl.tokenizer import Tokenizer
     from evals.registry import get_benchmark
 
-    from .replica import read_eos_ids
+    from ernie_vl.engine import read_eos_ids
 
     model = load_model(model_path)
     proc = Processor.from_pretrained(model_path)

@@ -18,11 +18,11 @@ Failure handling:
 
 from __future__ import annotations
 
-import json
+from ernie_vl.engine import read_eos_ids
+
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pyarrow as pa
 
@@ -30,19 +30,6 @@ from .stages import RECORD_FIELDS, generated_table, unpack
 from .trace import trace
 
 _FATAL_CUDA = ("illegal memory access", "device-side assert", "unspecified launch failure", "CUDA error: misaligned")
-
-
-def read_eos_ids(model_path: str | Path, model=None) -> list[int]:
-    """EOS ids from the checkpoint's generation_config.json (else the model config's `eos_token_id`)."""
-    gen = Path(model_path) / "generation_config.json"
-    eos = None
-    if gen.is_file():
-        eos = json.loads(gen.read_text()).get("eos_token_id")
-    if eos is None and model is not None:
-        eos = getattr(model.config.text, "eos_token_id", None)
-    if eos is None:
-        return []
-    return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
 
 
 def check_replica_options(expert_shards: int) -> None:

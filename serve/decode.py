@@ -79,7 +79,7 @@ class SlotDecoder:
 
     def fits(self, admitted: list[Row], row: Row) -> bool:
         """Whether `row` can join now, with `admitted` already chosen: a free slot, and padded work — longest need x
-        rows, the rule `Engine.plan_batches` uses — within `max_batch_tokens`. An idle decoder takes any first row."""
+        rows, the budget `Engine` applies when it admits requests — within `max_batch_tokens`. An idle decoder takes any first row."""
         live = [r for r in self.rows if r is not None] + admitted
         if not live:
             return True

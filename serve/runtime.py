@@ -16,6 +16,8 @@ EOS ids from generation_config.json, `ernie_vl.tokenizer.Tokenizer.decode(..., s
 
 from __future__ import annotations
 
+from ernie_vl.engine import read_eos_ids
+
 import asyncio
 import json
 import logging
@@ -34,18 +36,6 @@ from .settings import ServeSettings
 from .textstream import TextStream, byte_fallback_ids
 
 log = logging.getLogger("ernie_vl.serve")
-
-
-def read_eos_ids(model_path: Path, model=None) -> list[int]:
-    """EOS ids from the checkpoint's generation_config.json (else the model config), as the batch pipeline reads
-    them."""
-    gen = model_path / "generation_config.json"
-    eos = json.loads(gen.read_text()).get("eos_token_id") if gen.is_file() else None
-    if eos is None and model is not None:
-        eos = getattr(model.config.text, "eos_token_id", None)
-    if eos is None:
-        return []
-    return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
 
 
 class RequestJob:

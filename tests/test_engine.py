@@ -36,16 +36,6 @@ def test_engine_matches_single_request_generate(tiny_dir):
     assert all(o.prompt_tokens == r.num_prompt_tokens for o, r in zip(out, reqs))
 
 
-def test_batches_are_planned_by_work():
-    reqs = [Prepared(input_ids=torch.zeros(n, dtype=torch.long)) for n in (100, 10, 90, 20, 5)]
-    engine = Engine(model=None, max_batch_size=8, max_batch_tokens=250)
-    plan = engine.plan_batches(reqs, max_new_tokens=10)
-    assert sorted(i for b in plan for i in b) == list(range(5))
-    for b in plan:
-        longest = max(reqs[i].num_prompt_tokens for i in b) + 10
-        assert longest * len(b) <= 250 or len(b) == 1
-
-
 def test_continuous_batching_refills_freed_slots(tiny_dir):
     """With 2 slots and 5 requests whose answers stop at different steps, every request still gets exactly the
     continuation it gets alone, and zero-token budgets return empty generations."""
