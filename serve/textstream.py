@@ -5,7 +5,9 @@ end (`processor.batch_decode(..., skip_special_tokens=True)`), so the joined del
 A delta is held back while it could still change:
 - while the sequence ends in a run of byte-fallback tokens (``<0xE3>``...): the ByteFallback decoder turns a whole
   run that is not valid UTF-8 into one U+FFFD per byte, so a later byte can rewrite characters already decoded
-  (``<0x03>`` alone is "\x03", followed by ``<0xE3>`` both become "\ufffd");
+  (``<0x03>`` alone is "\x03", followed by ``<0xE3>`` both become "\ufffd"); tokens that decode to nothing on
+  their own (special tokens that `skip_special_tokens` drops) do not end such a run: the bytes on both sides of one
+  are decoded as one run;
 - while the text ends in U+FFFD (a multi-byte character split across byte-level tokens);
 - while the text ends in a prefix of a stop string (the stop string may be completing).
 Once a stop string appears, the text is cut before it and the row stops (OpenAI semantics: the stop string itself is
@@ -37,6 +39,7 @@ class TextStream:
         self.text = ""  # everything decoded so far (cut at the stop string once one matched)
         self.sent = 0  # characters of `text` already handed out
         self.stopped = False
+        self._silent: dict[int, bool] = {}  # token id -> decodes to nothing on its own
 
     def push(self, token: int) -> tuple[str, bool]:
         if self.stopped:
@@ -51,7 +54,7 @@ class TextStream:
                 self.stopped = True
                 return self._take(len(self.text)), True
         stable = len(self.tokens)
-        while stable and self.tokens[stable - 1] in self._byte_ids:
+        while stable and (self.tokens[stable - 1] in self._byte_ids or self._is_silent(self.tokens[stable - 1])):
             stable -= 1
         settled = self.text if stable == len(self.tokens) else self._decode(self.tokens[:stable])
         if not self.text.startswith(settled):  # a decoder that rewrites earlier text: wait for the end
@@ -59,6 +62,11 @@ class TextStream:
         safe = len(settled.rstrip("\ufffd"))
         safe -= self._stop_prefix_len(self.text[:safe])
         return self._take(safe), False
+
+    def _is_silent(self, token: int) -> bool:
+        if token not in self._silent:
+            self._silent[token] = self._decode([token]) == ""
+        return self._silent[token]
 
     def finish(self) -> str:
         """The held-back remainder, once no more tokens will come."""
