@@ -7,7 +7,9 @@ new tokens) would exceed `max_batch_tokens` or it holds `max_batch_size` request
 
 Continuous batching: the KV cache has `max_batch_size` slots; a sequence that finishes (EOS or its token budget)
 frees its slot at once and the next waiting requests are prefilled into free slots while the others keep decoding,
-so short answers do not wait for long ones. A decode step (`model.decode_slots`) has fixed shapes per slot count.
+so short answers do not wait for long ones. The decode step (`DecodeStep`) works on persistent slot tensors and can
+run with fixed shapes: compiled with torch.compile, or captured once in a CUDA graph and replayed (the default on
+CUDA), since it has no host synchronisation and no data-dependent Python branch.
 
 Expert-parallel ranks (`group` set) instead run one left-padded batch per call in lockstep with the other ranks.
 """
@@ -102,17 +104,103 @@ def collate(batch: list[Prepared], pad_token_id: int = 0) -> dict:
     return out
 
 
+DECODE_MODES = ("auto", "eager", "static", "compile", "graph")
+_BUCKET = 128  # fixed-shape steps round the cache capacity up to a multiple of this (fewer captures/compilations)
+
+
+def resolve_decode_mode(mode: str, device: torch.device) -> str:
+    if mode not in DECODE_MODES:
+        raise ValueError(f"unknown decode mode {mode!r}; choose one of {DECODE_MODES}")
+    if mode == "auto":
+        return "graph" if device.type == "cuda" else "eager"
+    if mode == "graph" and device.type != "cuda":
+        raise ValueError(f"decode mode 'graph' captures a CUDA graph and needs a CUDA device, not {device}")
+    return mode
+
+
+class DecodeStep:
+    """The decode step of a continuous batch over `batch` KV-cache slots of `capacity` tokens.
+
+    Its inputs are persistent tensors that the engine updates in place between steps: `tokens` [B] (last token per
+    slot), `positions` [3, B, 1] (its rotary position) and `lengths` [B] (tokens cached per slot). Modes:
+    * "eager": keys cut at the longest slot each step (the least work; the default on CPU);
+    * "static": fixed shapes (keys up to the capacity, masked per slot) — exactly what the next two run;
+    * "compile": the fixed-shape step through `torch.compile` (fused elementwise kernels);
+    * "graph": the fixed-shape step captured once in a CUDA graph and replayed (no per-kernel launch cost).
+    """
+
+    def __init__(self, model, batch: int, capacity: int, mode: str, compiled=None):
+        dev = model.device
+        self.model, self.batch, self.capacity, self.mode = model, batch, capacity, mode
+        self.cache = model.new_cache(batch, capacity)
+        self.tokens = torch.zeros(batch, dtype=torch.long, device=dev)
+        self.positions = torch.zeros(3, batch, 1, dtype=torch.long, device=dev)
+        self.lengths = torch.zeros(batch, dtype=torch.long, device=dev)
+        self._fn = compiled if mode == "compile" else model.decode_slots
+        self._graph = None
+        self._logits = None
+
+    def fits(self, batch: int, capacity: int) -> bool:
+        if batch != self.batch or capacity > self.capacity:
+            return False
+        return self.mode == "eager" or self.capacity == _bucketed(capacity)
+
+    def _run(self) -> torch.Tensor:
+        attend = None if self.mode == "eager" else self.capacity
+        return self._fn(self.tokens, self.positions, self.cache, self.lengths, attend_len=attend)
+
+    def __call__(self) -> torch.Tensor:
+        """Next-token logits [B, V] for every slot (rows of free slots are meaningless)."""
+        if self.mode != "graph":
+            return self._run()
+        if self._graph is None:
+            self._capture()
+        self._graph.replay()
+        return self._logits
+
+    def _capture(self) -> None:
+        # Warm-up runs (on a side stream, as capture requires) write K/V at each slot's next position, which the
+        # first real step overwrites before anything attends to it.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._run()
+        torch.cuda.current_stream().wait_stream(side)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self._graph):
+            self._logits = self._run()
+
+
+def _bucketed(n: int) -> int:
+    return -(-n // _BUCKET) * _BUCKET
+
+
 class Engine:
     def __init__(
-        self, model, pad_token_id: int = 0, max_batch_size: int = 32, max_batch_tokens: int = 65536, group=None
+        self, model, pad_token_id: int = 0, max_batch_size: int = 32, max_batch_tokens: int = 65536, group=None,
+        decode: str = "auto",
     ):
         """`group`: the process group of an expert-parallel replica (see `expert_parallel`); every rank then calls
-        `generate` once per gang step, possibly with no requests, and the ranks advance in lockstep."""
+        `generate` once per gang step, possibly with no requests, and the ranks advance in lockstep.
+        `decode`: how the continuous batch's decode step runs (see `DecodeStep`); "auto" = "graph" on CUDA,
+        "eager" on CPU."""
         self.model = model
         self.group = group
         self.pad_token_id = pad_token_id
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
+        self.decode_mode = resolve_decode_mode(decode, model.device)
+        self._step: DecodeStep | None = None  # kept between calls: its cache, compiled code or captured graph
+        self._compiled = torch.compile(model.decode_slots, dynamic=False) if self.decode_mode == "compile" else None
+        self.stats = {"prefill_s": 0.0, "decode_s": 0.0, "decode_steps": 0}  # accumulated over continuous calls
+
+    def _decode_step(self, batch: int, capacity: int) -> DecodeStep:
+        if self._step is None or not self._step.fits(batch, capacity):
+            self._step = None  # free the old cache (and graph) before allocating the new one
+            cap = capacity if self.decode_mode == "eager" else _bucketed(capacity)
+            self._step = DecodeStep(self.model, batch, cap, self.decode_mode, self._compiled)
+        return self._step
 
     @torch.inference_mode()
     def generate(self, requests: list[Prepared], settings: GenerationSettings) -> list[Generated]:
@@ -130,15 +218,13 @@ class Engine:
             return [Generated([], "length", r.num_prompt_tokens, 0.0) for r in requests]
         dev = model.device
         B = min(self.max_batch_size, n)
-        capacity = max(r.num_prompt_tokens for r in requests) + s.max_new_tokens
-        cache = model.new_cache(B, capacity)
+        step = self._decode_step(B, max(r.num_prompt_tokens for r in requests) + s.max_new_tokens)
+        cache, lengths, next_pos, last = step.cache, step.lengths, step.positions, step.tokens
+        lengths.zero_()  # slots left over from an earlier call
         gen = torch.Generator(device=dev).manual_seed(s.seed) if s.do_sample else None
         eos = torch.tensor(s.eos_token_id or [], dtype=torch.long, device=dev)
         waiting = sorted(range(n), key=lambda i: -requests[i].num_prompt_tokens)[::-1]  # pop() = longest first
         slot_req = [-1] * B
-        lengths = torch.zeros(B, dtype=torch.long, device=dev)
-        next_pos = torch.zeros(3, B, 1, dtype=torch.long, device=dev)
-        last = torch.zeros(B, dtype=torch.long, device=dev)
         tokens: dict[int, list[int]] = {}
         started: dict[int, float] = {}
 
@@ -168,15 +254,20 @@ class Engine:
                     if admit and cost > budget:
                         break
                     admit.append(waiting.pop())
+                t0 = time.perf_counter()
                 self._prefill_into(admit, free[: len(admit)], requests, cache, lengths, next_pos, slot_req,
                                    tokens, started, record, s)
+                self.stats["prefill_s"] += time.perf_counter() - t0  # record() read the tokens: work is done
             active = [b for b in range(B) if slot_req[b] >= 0]
             if not active:
                 continue
-            logits = model.decode_slots(last, next_pos, cache, lengths)
+            t0 = time.perf_counter()
+            logits = step()
             lengths[active] += 1
             next_pos[:, active] += 1
             record(active, logits[active])
+            self.stats["decode_s"] += time.perf_counter() - t0
+            self.stats["decode_steps"] += 1
         return results  # type: ignore[return-value]
 
     def _prefill_into(self, admit, slots, requests, cache, lengths, next_pos, slot_req, tokens, started, record, s):

@@ -16,7 +16,7 @@ Backends: gloo on CPU (tests), NCCL on GPU. Legend: T tokens, D hidden, K top-k,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch

@@ -218,7 +218,6 @@ class ErnieVLForConditionalGeneration(nn.Module):
         Writes the new token's K/V at `lengths_B[b]` and returns next-token logits [B, V]. Shapes are fixed for a
         given number of slots when `attend_len` is fixed (e.g. the cache capacity, as needed for graph capture);
         by default keys are cut at the longest slot. Decode tokens are text: they use the text experts."""
-        B = tokens_B.shape[0]
         L = attend_len if attend_len is not None else int(lengths_B.max()) + 1
         cache.view_len = L
         h = self.model.language_model.embed_tokens(tokens_B[:, None].to(self.device))

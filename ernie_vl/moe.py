@@ -6,8 +6,8 @@ Tokens are split between pools with index tensors, never with a data-dependent P
 
 Experts implementations (chosen once with `set_experts_impl`):
 * "reference": the transformers eager loop (per hit expert, `index_add_` in expert order) — the test oracle;
-* "grouped": assignments sorted by expert, one grouped matrix multiply per projection (`F.grouped_mm` on CUDA),
-  or contiguous per-expert slices of the sorted tokens where grouped_mm is unavailable (CPU).
+* "grouped": assignments sorted by expert, one grouped matrix multiply per projection (`F.grouped_mm`, on CUDA
+  and on CPU), or contiguous per-expert slices of the sorted tokens where grouped_mm does not apply (e.g. float64).
 
 Legend: T tokens, D hidden, E experts per pool, K top-k, F expert FFN width, A = T*K assignments.
 """
@@ -85,9 +85,32 @@ def experts_reference(x_TD, idx_TK, w_TK, gate_up_E2FD, down_EDF):
 
 
 def _can_grouped_mm(x: torch.Tensor, F_: int) -> bool:
-    # grouped_mm wants 16-byte aligned strides; it pays on GPUs, on CPU the sliced loop below is faster.
-    es = x.element_size()
-    return x.is_cuda and (x.shape[-1] * es) % 16 == 0 and (F_ * es) % 16 == 0
+    """`F.grouped_mm` runs on CUDA (16-byte aligned strides) and on CPU (any stride); float32/bfloat16/float16.
+    On CPU its one native loop over the groups beats a Python loop of per-expert matmuls at every batch size
+    measured (docs/performance.md), so the sliced loop below is only the fallback for other dtypes/devices."""
+    if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        return False
+    if x.is_cuda:
+        es = x.element_size()
+        return (x.shape[-1] * es) % 16 == 0 and (F_ * es) % 16 == 0
+    return x.device.type == "cpu"
+
+
+@torch.library.custom_op("ernie_vl::grouped_mm", mutates_args=())
+def _grouped_mm_opaque(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+    """`F.grouped_mm` as an opaque op for torch.compile, whose shape rules for it only allow 16-bit inputs."""
+    return F.grouped_mm(a, b, offs=offs)
+
+
+@_grouped_mm_opaque.register_fake
+def _(a, b, offs):
+    return a.new_empty(a.shape[0], b.shape[-1])
+
+
+def _grouped_mm(a, b, offs):
+    if torch.compiler.is_compiling() and a.dtype == torch.float32:
+        return _grouped_mm_opaque(a, b, offs)
+    return F.grouped_mm(a, b, offs=offs)
 
 
 def experts_grouped(x_TD, idx_TK, w_TK, gate_up_E2FD, down_EDF):
@@ -103,9 +126,9 @@ def experts_grouped(x_TD, idx_TK, w_TK, gate_up_E2FD, down_EDF):
     )
     if _can_grouped_mm(x_TD, F2 // 2):
         offs_E = counts_E.cumsum(0, dtype=torch.int32)
-        h_AF2 = F.grouped_mm(xs_AD, gate_up_E2FD.transpose(1, 2), offs=offs_E)
+        h_AF2 = _grouped_mm(xs_AD, gate_up_E2FD.transpose(1, 2), offs_E)
         g, u = h_AF2.chunk(2, dim=-1)
-        ys_AD = F.grouped_mm(F.silu(g) * u, down_EDF.transpose(1, 2), offs=offs_E)
+        ys_AD = _grouped_mm(F.silu(g) * u, down_EDF.transpose(1, 2), offs_E)
     else:
         ys_AD = torch.empty_like(xs_AD)
         start = 0

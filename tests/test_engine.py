@@ -1,5 +1,6 @@
 """The engine's batched generation equals `model.generate` run one request at a time (fp32, greedy)."""
 
+import pytest
 import torch
 
 import ernie_vl
@@ -49,3 +50,43 @@ def test_continuous_batching_refills_freed_slots(tiny_dir):
         cut = next((j + 1 for j, t in enumerate(toks) if t in stops), len(toks))
         assert o.tokens == toks[:cut]
     assert engine.generate(reqs[:2], GenerationSettings(max_new_tokens=0))[0].tokens == []
+
+
+def test_fixed_shape_and_compiled_decode_match_eager(tiny_dir):
+    """The fixed-shape step (what a CUDA graph captures) and its torch.compile'd form give the eager engine's tokens;
+    one engine reused across calls with different capacities keeps giving them."""
+    model = ernie_vl.load_model(tiny_dir)
+    reqs = _requests(model, torch.Generator().manual_seed(2))
+    settings = GenerationSettings(max_new_tokens=8)
+    eager = Engine(model, max_batch_size=3, decode="eager")
+    expected = [o.tokens for o in eager.generate(reqs, settings)]
+    for mode in ("static", "compile"):
+        engine = Engine(model, max_batch_size=3, decode=mode)
+        assert [o.tokens for o in engine.generate(reqs, settings)] == expected, mode
+        assert engine._step.capacity % 128 == 0
+    short = [o.tokens for o in eager.generate(reqs[:3], GenerationSettings(max_new_tokens=3))]
+    assert short == [t[:3] for t in expected[:3]]
+    assert [o.tokens for o in engine.generate(reqs[:3], GenerationSettings(max_new_tokens=3))] == short
+
+
+def test_decode_mode_errors(tiny_dir):
+    model = ernie_vl.load_model(tiny_dir)
+    with pytest.raises(ValueError, match="'fast'"):
+        Engine(model, decode="fast")
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        Engine(model, decode="graph")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_grouped_experts_equal_reference_loop(dtype):
+    """float32 goes through F.grouped_mm, float64 through the per-expert slices; both equal the transformers loop."""
+    from ernie_vl.moe import experts_grouped, experts_reference
+
+    g = torch.Generator().manual_seed(0)
+    T, D, E, Fw, K = 37, 64, 8, 32, 3
+    x = torch.randn(T, D, generator=g, dtype=dtype)
+    gate_up, down = torch.randn(E, 2 * Fw, D, generator=g, dtype=dtype), torch.randn(E, D, Fw, generator=g, dtype=dtype)
+    w, idx = torch.randn(T, E, generator=g, dtype=dtype).softmax(-1).topk(K, dim=-1)
+    idx[0] = torch.tensor([5, 6, 7])  # expert 0..4 may be empty: empty groups must work
+    ref = experts_reference(x, idx, w, gate_up, down)
+    torch.testing.assert_close(experts_grouped(x, idx, w, gate_up, down), ref, rtol=1e-6, atol=1e-5)
