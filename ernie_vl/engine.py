@@ -172,6 +172,68 @@ class DecodeStep:
             self._logits = self._run()
 
 
+class _VisionAhead:
+    """Vision features of requests encoded before their prefill: the engine encodes the requests it will admit next
+    while the current batch decodes. On CUDA the encoding runs on a side stream, so the vision tower's matmuls
+    overlap the decode steps' weight reads; elsewhere it is the same work done earlier (no overlap)."""
+
+    def __init__(self, model, requests: list[Prepared]):
+        self.model, self.requests = model, requests
+        self.feats: dict[int, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
+        self.stream = torch.cuda.Stream(model.device) if model.device.type == "cuda" else None
+
+    def _tokens(self, grid: torch.Tensor | None, video: bool) -> int:
+        if grid is None:
+            return 0
+        v = self.model.config.vision
+        per = v.spatial_merge_size**2 * (v.temporal_merge_size if video else 1)
+        return int((grid.prod(-1) // per).sum())
+
+    def _encode(self, todo: list[int]) -> None:
+        reqs = [self.requests[i] for i in todo]
+        parts = {}
+        for key, grid_key, encode, video in (("pixel_values", "image_grid_thw", self.model.encode_images, False),
+                                             ("pixel_values_videos", "video_grid_thw", self.model.encode_videos, True)):
+            have = [r for r in reqs if getattr(r, key) is not None]
+            if not have:
+                parts[key] = [None] * len(reqs)
+                continue
+            feats = encode(torch.cat([getattr(r, key) for r in have]), torch.cat([getattr(r, grid_key) for r in have]))
+            it = iter(feats.split([self._tokens(getattr(r, grid_key), video) for r in have]))
+            parts[key] = [next(it) if getattr(r, key) is not None else None for r in reqs]
+        for j, i in enumerate(todo):
+            self.feats[i] = (parts["pixel_values"][j], parts["pixel_values_videos"][j])
+
+    def launch(self, upcoming: list[int]) -> None:
+        """Start encoding these requests' vision inputs (those not encoded yet)."""
+        todo = [i for i in upcoming if i not in self.feats
+                and (self.requests[i].pixel_values is not None or self.requests[i].pixel_values_videos is not None)]
+        if not todo:
+            return
+        if self.stream is None:
+            self._encode(todo)
+            return
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
+            self._encode(todo)
+
+    def take(self, admit: list[int]) -> dict:
+        """`image_features` / `video_features` for a prefill of `admit` (in order), encoding what is missing."""
+        self.launch(admit)
+        feats = [self.feats.pop(i) for i in admit if i in self.feats]
+        if self.stream is not None:
+            main = torch.cuda.current_stream()
+            main.wait_stream(self.stream)
+            for f in (t for pair in feats for t in pair if t is not None):
+                f.record_stream(main)  # made on the side stream, read on this one
+        out = {}
+        for k, name in enumerate(("image_features", "video_features")):
+            got = [pair[k] for pair in feats if pair[k] is not None]
+            if got:
+                out[name] = torch.cat(got)
+        return out
+
+
 def _bucketed(n: int) -> int:
     return -(-n // _BUCKET) * _BUCKET
 
@@ -179,18 +241,20 @@ def _bucketed(n: int) -> int:
 class Engine:
     def __init__(
         self, model, pad_token_id: int = 0, max_batch_size: int = 32, max_batch_tokens: int = 65536, group=None,
-        decode: str = "auto",
+        decode: str = "auto", vision_ahead: bool | None = None,
     ):
         """`group`: the process group of an expert-parallel replica (see `expert_parallel`); every rank then calls
         `generate` once per gang step, possibly with no requests, and the ranks advance in lockstep.
         `decode`: how the continuous batch's decode step runs (see `DecodeStep`); "auto" = "graph" on CUDA,
-        "eager" on CPU."""
+        "eager" on CPU. `vision_ahead`: encode the images/videos of the next requests while the current batch
+        decodes (see `_VisionAhead`); default: on CUDA, where it overlaps."""
         self.model = model
         self.group = group
         self.pad_token_id = pad_token_id
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.decode_mode = resolve_decode_mode(decode, model.device)
+        self.vision_ahead = model.device.type == "cuda" if vision_ahead is None else vision_ahead
         self._step: DecodeStep | None = None  # kept between calls: its cache, compiled code or captured graph
         self._compiled = torch.compile(model.decode_slots, dynamic=False) if self.decode_mode == "compile" else None
         self.stats = {"prefill_s": 0.0, "decode_s": 0.0, "decode_steps": 0}  # accumulated over continuous calls
@@ -222,25 +286,28 @@ class Engine:
         cache, lengths, next_pos, last = step.cache, step.lengths, step.positions, step.tokens
         lengths.zero_()  # slots left over from an earlier call
         gen = torch.Generator(device=dev).manual_seed(s.seed) if s.do_sample else None
-        eos = torch.tensor(s.eos_token_id or [], dtype=torch.long, device=dev)
         waiting = sorted(range(n), key=lambda i: -requests[i].num_prompt_tokens)[::-1]  # pop() = longest first
         slot_req = [-1] * B
         tokens: dict[int, list[int]] = {}
         started: dict[int, float] = {}
+        ahead = _VisionAhead(model, requests) if self.vision_ahead else None
+        active_list, rows = None, None
 
         def finish(slot: int, reason: str) -> None:
             i = slot_req[slot]
             results[i] = Generated(tokens[i], reason, requests[i].num_prompt_tokens, time.perf_counter() - started[i])
             slot_req[slot] = -1
 
-        def record(slots: list[int], logits: torch.Tensor) -> None:
+        eos_ids = set(s.eos_token_id or [])
+
+        def record(slots: list[int], rows: torch.Tensor, logits: torch.Tensor) -> None:
+            """Sample the next token of `slots` (whose device index tensor is `rows`); one device->host read."""
             nxt = sample_next(logits, s.do_sample, s.temperature, s.top_k, s.top_p, gen)
-            stop = torch.isin(nxt, eos) if eos.numel() else torch.zeros_like(nxt, dtype=torch.bool)
-            last[slots] = nxt
-            for slot, tok, st in zip(slots, nxt.tolist(), stop.tolist()):
+            last[rows] = nxt
+            for slot, tok in zip(slots, nxt.tolist()):
                 i = slot_req[slot]
                 tokens[i].append(tok)
-                if st:
+                if tok in eos_ids:
                     finish(slot, "stop")
                 elif len(tokens[i]) >= s.max_new_tokens:
                     finish(slot, "length")
@@ -255,29 +322,34 @@ class Engine:
                         break
                     admit.append(waiting.pop())
                 t0 = time.perf_counter()
+                feats = ahead.take(admit) if ahead is not None else {}
                 self._prefill_into(admit, free[: len(admit)], requests, cache, lengths, next_pos, slot_req,
-                                   tokens, started, record, s)
+                                   tokens, started, record, feats)
                 self.stats["prefill_s"] += time.perf_counter() - t0  # record() read the tokens: work is done
+                if ahead is not None and waiting:
+                    ahead.launch(waiting[::-1][:B])  # the next to be admitted; encoded while these decode
             active = [b for b in range(B) if slot_req[b] >= 0]
             if not active:
                 continue
+            if active != active_list:  # the slot set changed: a new device index (no host->device copy per step)
+                active_list, rows = active, torch.tensor(active, device=dev)
             t0 = time.perf_counter()
             logits = step()
-            lengths[active] += 1
-            next_pos[:, active] += 1
-            record(active, logits[active])
+            lengths[rows] += 1
+            next_pos[:, rows] += 1
+            record(active, rows, logits[rows])
             self.stats["decode_s"] += time.perf_counter() - t0
             self.stats["decode_steps"] += 1
         return results  # type: ignore[return-value]
 
-    def _prefill_into(self, admit, slots, requests, cache, lengths, next_pos, slot_req, tokens, started, record, s):
+    def _prefill_into(self, admit, slots, requests, cache, lengths, next_pos, slot_req, tokens, started, record, feats):
         model = self.model
         now = time.perf_counter()
         batch = [requests[i] for i in admit]
         inputs = collate(batch, self.pad_token_id)
         S = inputs["input_ids"].shape[1]
         tmp = model.new_cache(len(batch), S)
-        out = model(**inputs, cache=tmp, logits_to_keep=1)
+        out = model(**inputs, **feats, cache=tmp, logits_to_keep=1)
         spans = [(S - r.num_prompt_tokens, S) for r in batch]
         cache.load_rows(slots, tmp, list(range(len(batch))), spans)
         for j, (slot, i) in enumerate(zip(slots, admit)):
@@ -286,7 +358,7 @@ class Engine:
             started[i] = now
             lengths[slot] = requests[i].num_prompt_tokens
             next_pos[:, slot] = out.position_ids[:, j, -1:] + 1
-        record(slots, out.logits[:, -1])
+        record(slots, torch.tensor(slots, device=model.device), out.logits[:, -1])
 
     def _generate_batch(self, batch: list[Prepared], s: GenerationSettings) -> list[Generated]:
         model = self.model

@@ -90,3 +90,31 @@ def test_grouped_experts_equal_reference_loop(dtype):
     idx[0] = torch.tensor([5, 6, 7])  # expert 0..4 may be empty: empty groups must work
     ref = experts_reference(x, idx, w, gate_up, down)
     torch.testing.assert_close(experts_grouped(x, idx, w, gate_up, down), ref, rtol=1e-6, atol=1e-5)
+
+
+def test_vision_encoded_ahead_gives_the_same_tokens(tiny_dir):
+    """Encoding the next requests' images and videos while others decode (the CUDA overlap path, run here without
+    a side stream) feeds each prefill the same features as encoding at admission."""
+    model = ernie_vl.load_model(tiny_dir)
+    g = torch.Generator().manual_seed(3)
+    reqs = _requests(model, g)
+    c = model.config
+    vid = torch.cat([torch.randint(20, 500, (5,), generator=g),
+                     torch.tensor([c.video_start_token_id] + [c.video_token_id] * 4 + [c.video_end_token_id])])
+    reqs.insert(2, Prepared(vid, pixel_values_videos=torch.randn(32, 588, generator=g),
+                            video_grid_thw=torch.tensor([[2, 4, 4]])))
+    reqs.append(Prepared(torch.cat([reqs[1].input_ids, vid]), pixel_values=reqs[1].pixel_values,
+                         image_grid_thw=reqs[1].image_grid_thw, pixel_values_videos=reqs[2].pixel_values_videos,
+                         video_grid_thw=reqs[2].video_grid_thw))
+    settings = GenerationSettings(max_new_tokens=6)
+    plain = Engine(model, max_batch_size=2, vision_ahead=False).generate(reqs, settings)
+    ahead = Engine(model, max_batch_size=2, vision_ahead=True)
+    calls = []
+    orig = model.encode_images
+    model.encode_images = lambda *a: calls.append(1) or orig(*a)
+    try:
+        out = ahead.generate(reqs, settings)
+    finally:
+        model.encode_images = orig
+    assert [o.tokens for o in out] == [o.tokens for o in plain]
+    assert len(calls) < sum(r.pixel_values is not None for r in reqs)  # images were encoded in groups, ahead
