@@ -33,22 +33,22 @@ def _rank_main(rank, world, port, shape, batch, new_tokens, device, out_dir, pla
     from .bench_generate import _config, workload
     from .engine import Engine, GenerationSettings
     from .expert_parallel import Placement, a2a_bytes, shard_model
-    from .model import ErnieVLForConditionalGeneration
-    from .tiny import random_state
+    from .tiny import random_model
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
     backend = "nccl" if device == "cuda" else "gloo"
     dev = torch.device(f"cuda:{rank}" if device == "cuda" else "cpu")
+    if device == "cuda":
+        torch.cuda.set_device(dev)  # NCCL binds each rank to its current device
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     cfg = _config(shape)
-    model = ErnieVLForConditionalGeneration(cfg)
-    model.load_state_dict(random_state(cfg, seed=0), strict=False)
+    # made on the device in its dtype (bfloat16 on CUDA): the 28B shape never exists in float32 on the host
+    model = random_model(cfg, torch.bfloat16 if device == "cuda" else torch.float32, dev, seed=0)
     E = cfg.text.moe_num_experts
     placement = (Placement.modality_aware(E, world) if placement_name == "modality-aware" and world > 1
                  else Placement.even(E, world))
     if world > 1:
         shard_model(model, rank, placement, dist.group.WORLD)
-    model = model.to(dev).eval()
     reqs = workload(cfg, batch, seed=0)
     mine = reqs[rank::world]
     engine = Engine(model, group=dist.group.WORLD if world > 1 else None, max_batch_size=len(reqs))

@@ -14,17 +14,17 @@ Output JSON: {"ours": {...}, "hf": {...}, "hf_eager": {...}, "ratio": {...}, "pa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .config import named_config
 from .engine import DECODE_MODES, Engine, GenerationSettings, Prepared, resolve_decode_mode
-from .model import ErnieVLForConditionalGeneration
-from .tiny import random_state
 
 TEXT_BEFORE, TEXT_AFTER, IMAGE_GRID, NEW_TOKENS = 64, 32, (1, 32, 32), 32
 SHAPES = {"tiny": "tiny", "small": "small", "28b": "28b-a3b"}
@@ -63,23 +63,48 @@ def _peak_gb(device) -> float | None:
     return torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None
 
 
+@contextlib.contextmanager
+def _parameters_on_meta():
+    """Modules built inside get their parameters on the meta device (no memory) and their buffers as usual."""
+    register = nn.Module.register_parameter
+
+    def on_meta(module, name, param):
+        if param is not None:
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
+
+
 def build_models(cfg, dtype, device, with_hf: bool):
-    state = random_state(cfg, seed=0)
-    ours = ErnieVLForConditionalGeneration(cfg)
-    ours.load_state_dict(state, strict=False)
-    ours = ours.to(device).to_dtype(dtype).eval()
+    """Our model with random weights of `cfg` made on `device`, and transformers' model sharing the very same
+    parameter tensors (the module trees use the same names and shapes), so that both fit on one card even at the
+    28B shape and both read identical weights. Routers stay float32 in both, as in real checkpoints."""
+    from .tiny import random_model
+
+    ours = random_model(cfg, dtype, device, seed=0)
     ref = None
     if with_hf:
         from transformers import Ernie4_5_VLMoeConfig, Ernie4_5_VLMoeForConditionalGeneration
 
         hcfg = Ernie4_5_VLMoeConfig(**cfg.to_hf_dict())
-        ref = Ernie4_5_VLMoeForConditionalGeneration(hcfg)
-        ref.load_state_dict(state, strict=False)
-        ref = ref.to(device=device, dtype=dtype).eval()
-        for name, p in ref.named_parameters():  # the reference keeps routers in float32 too
-            if ".gate." in name:
-                p.data = p.data.float()
-    del state
+        with _parameters_on_meta():
+            ref = Ernie4_5_VLMoeForConditionalGeneration(hcfg)
+        shared = dict(ours.named_parameters())
+        for name, param in list(ref.named_parameters()):
+            owner, leaf = ref.get_submodule(name.rpartition(".")[0]), name.rpartition(".")[2]
+            if shared[name].shape != param.shape:
+                raise RuntimeError(f"{name}: ours {tuple(shared[name].shape)} vs transformers {tuple(param.shape)}")
+            owner._parameters[leaf] = shared[name]
+        for mod in ref.modules():  # rotary tables: computed at construction on the CPU, in float32
+            for key, buf in mod._buffers.items():
+                if buf is not None:
+                    mod._buffers[key] = buf.to(device)
+        ref.eval()
     return ours, ref
 
 

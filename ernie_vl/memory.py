@@ -55,10 +55,30 @@ def kv_capacity(cfg: ModelConfig, card_gb: float, reserve_gb: float = 4.0, witho
             "without_vision_experts": without_vision_experts}
 
 
+def expert_parallel_projection(cfg: ModelConfig, K: int, card_gb: float, batch: int, reserve_gb: float = 4.0,
+                               bytes_per_elem: int = 2) -> dict:
+    """Arithmetic for a replica of K ranks (even expert split, K cards): weights and KV capacity per rank, and the
+    all-to-all volume. Every routed-expert assignment of a token held by another rank is sent there and its result
+    sent back; with requests spread evenly and routing independent of the rank, (K-1)/K of them leave their rank.
+    A projection: it assumes balanced routing and ignores the collectives' fixed latency."""
+    t = cfg.text
+    w = weight_bytes(cfg, bytes_per_elem)
+    experts = w["text_experts"] + w["vision_experts"]
+    per_rank = sum(w.values()) - experts + experts / K
+    free = card_gb * 1e9 - per_rank - reserve_gb * 1e9
+    per_token = 2 * t.moe_k * t.hidden_size * bytes_per_elem * (K - 1) / K * len(t.sparse_layers)  # out and back
+    return {"K": K, "card_gb": card_gb, "weights_per_rank_gb": per_rank / 1e9,
+            "kv_tokens_per_rank": int(max(free, 0) // kv_bytes_per_token(cfg, bytes_per_elem)),
+            "a2a_bytes_per_token": per_token,
+            "a2a_mb_per_decode_step_per_rank": per_token * batch / K / 1e6}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shape", default="28b-a3b")
     p.add_argument("--cards", default="80,141")
     p.add_argument("--reserve-gb", type=float, default=4.0, help="activations, CUDA context, allocator slack")
+    p.add_argument("--expert-shards", default="1,2,4,8", help="replica sizes K for the expert-parallel projection")
+    p.add_argument("--batch", type=int, default=64, help="decode batch of the whole replica, for the a2a volume")
 
 
 def main(argv=None) -> int:
@@ -76,6 +96,8 @@ def run(a: argparse.Namespace) -> int:
         "total_weights_gb": round(sum(w.values()) / 1e9, 2),
         "kv_bytes_per_token": kv_bytes_per_token(cfg),
         "capacity": [kv_capacity(cfg, float(c), a.reserve_gb, wv) for c in a.cards.split(",") for wv in (False, True)],
+        "expert_parallel_projection": [expert_parallel_projection(cfg, int(k), float(c), a.batch, a.reserve_gb)
+                                       for c in a.cards.split(",") for k in a.expert_shards.split(",")],
     }
     print(json.dumps(out, indent=2))
     return 0

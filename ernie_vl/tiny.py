@@ -21,25 +21,46 @@ from .config import ModelConfig, named_config
 TINY_VERSION = "1"
 
 
+def _random_value(key: str, shape, g: torch.Generator, device=None) -> torch.Tensor:
+    """The random value (float32) of one tensor: the rules every random checkpoint and benchmark model share."""
+    kw = {"generator": g, "device": device}
+    if key.endswith("e_score_correction_bias"):
+        return torch.rand(shape, **kw) * 0.05  # non-zero, so selection-vs-weighting is exercised
+    if len(shape) == 1 and ("norm" in key or key.endswith(".ln.weight")) and key.endswith("weight"):
+        return 1.0 + 0.1 * torch.randn(shape, **kw)
+    if len(shape) >= 2:
+        # unit-gain weights (std 1/sqrt(fan_in)) so every layer visibly changes the output and greedy
+        # continuations are diverse enough to make token-level parity tests meaningful
+        return torch.randn(shape, **kw) / shape[-1] ** 0.5
+    return 0.02 * torch.randn(shape, **kw)
+
+
 def random_state(cfg: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
     """Deterministic random weights (float32) in the fused HF layout."""
     from .weights import expected_tensors
 
     g = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, (shape, _) in expected_tensors(cfg).items():
-        if key.endswith("e_score_correction_bias"):
-            t = torch.rand(shape, generator=g) * 0.05  # non-zero, so selection-vs-weighting is exercised
-        elif len(shape) == 1 and ("norm" in key or key.endswith(".ln.weight")) and key.endswith("weight"):
-            t = 1.0 + 0.1 * torch.randn(shape, generator=g)
-        elif len(shape) >= 2:
-            # unit-gain weights (std 1/sqrt(fan_in)) so every layer visibly changes the output and greedy
-            # continuations are diverse enough to make token-level parity tests meaningful
-            t = torch.randn(shape, generator=g) / shape[-1] ** 0.5
-        else:
-            t = 0.02 * torch.randn(shape, generator=g)
-        out[key] = t
-    return out
+    return {key: _random_value(key, shape, g) for key, (shape, _) in expected_tensors(cfg).items()}
+
+
+def random_model(cfg: ModelConfig, dtype: torch.dtype, device, seed: int = 0):
+    """A model of `cfg` with random weights made on `device` directly, tensor by tensor, in `dtype` (routers in
+    float32): no float32 copy of the whole model ever exists, so the 28B shape builds on one GPU."""
+    from .model import ErnieVLForConditionalGeneration
+
+    device = torch.device(device)
+    with torch.device("meta"):
+        model = ErnieVLForConditionalGeneration(cfg)
+    model.to_dtype(dtype)
+    model.to_empty(device=device)
+    model.reset_buffers(device)
+    g = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            for i in range(p.shape[0] if p.dim() == 3 else 1):  # stacked experts one at a time (less scratch)
+                dst = p[i] if p.dim() == 3 else p
+                dst.copy_(_random_value(key, dst.shape if p.dim() != 3 else p.shape[1:], g, device))
+    return model.eval()
 
 
 def make_tiny(
