@@ -3,7 +3,8 @@
 Each rank actor joins a `torch.distributed` group (gloo on CPU, NCCL on GPU), loads only its own routed experts
 (`ernie_vl.expert_parallel.load_sharded_model`) and runs `ernie_vl.engine.Engine` in lockstep with the others. The
 replica object splits a batch of prepared requests over the ranks (balanced by prompt tokens), runs them and returns
-the results in request order.
+the results in request order (`generate`, used by the pipeline), or runs one lane per rank with its own settings
+(`generate_lanes`, used by the server: greedy batches and seeded sampling requests side by side).
 
 Failure semantics: if any rank dies (or a call fails), the whole gang is torn down and rebuilt — a torch.distributed
 group cannot survive a lost member — and the batch is run once more on the new gang. Callers that write outputs keyed
@@ -105,6 +106,7 @@ class ExpertShardedReplica:
         self.engine_kwargs = engine_kwargs or {}
         self.ready_timeout_s = ready_timeout_s
         self.restarts = 0
+        self._closed = False
         self._pg = None
         self._ranks: list = []
         self._build()
@@ -132,7 +134,7 @@ class ExpertShardedReplica:
         ]
         ray.get([r.info.remote() for r in self._ranks], timeout=self.ready_timeout_s)
 
-    def shutdown(self) -> None:
+    def _teardown(self) -> None:
         for r in self._ranks:
             ray.kill(r, no_restart=True)
         self._ranks = []
@@ -140,8 +142,15 @@ class ExpertShardedReplica:
             remove_placement_group(self._pg)
             self._pg = None
 
+    def shutdown(self) -> None:
+        """Kill the ranks and free the placement group for good: a call in flight fails, nothing is rebuilt."""
+        self._closed = True
+        self._teardown()
+
     def restart(self) -> None:
-        self.shutdown()
+        if self._closed:
+            raise GangError("the gang was shut down")
+        self._teardown()
         time.sleep(0.5)  # let the old group's sockets close before the new rendezvous
         self._build()
         self.restarts += 1
@@ -161,24 +170,37 @@ class ExpertShardedReplica:
             load[r] += requests[i].num_prompt_tokens
         return parts
 
-    def _run(self, requests: list[Prepared], settings: GenerationSettings) -> list[Generated]:
+    def _run_lanes(self, lanes: list[tuple[list[Prepared], GenerationSettings]]) -> list[list[Generated]]:
+        futures = [rank.generate.remote(reqs, settings) for rank, (reqs, settings) in zip(self._ranks, lanes)]
+        return ray.get(futures)
+
+    def _with_restart(self, lanes: list[tuple[list[Prepared], GenerationSettings]]) -> list[list[Generated]]:
+        try:
+            return self._run_lanes(lanes)
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as first:
+            try:
+                self.restart()
+                return self._run_lanes(lanes)
+            except Exception as second:
+                raise GangError(f"gang failed again after a restart: {second}") from first
+
+    def generate(self, requests: list[Prepared], settings: GenerationSettings) -> list[Generated]:
+        """One batch under one settings, split over the ranks (`split`); results in request order."""
         parts = self.split(requests)
-        futures = [rank.generate.remote([requests[i] for i in part], settings) for rank, part in zip(self._ranks, parts)]
+        results = self._with_restart([([requests[i] for i in part], settings) for part in parts])
         out: list[Generated | None] = [None] * len(requests)
-        for part, res in zip(parts, ray.get(futures)):
+        for part, res in zip(parts, results):
             for i, g in zip(part, res):
                 out[i] = g
         return out  # type: ignore[return-value]
 
-    def generate(self, requests: list[Prepared], settings: GenerationSettings) -> list[Generated]:
-        try:
-            return self._run(requests, settings)
-        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as first:
-            try:
-                self.restart()
-                return self._run(requests, settings)
-            except Exception as second:
-                raise GangError(f"gang failed again after a restart: {second}") from first
+    def generate_lanes(self, lanes: list[tuple[list[Prepared], GenerationSettings]]) -> list[list[Generated]]:
+        """One lockstep call with one lane per rank: rank r runs `lanes[r] = (requests, settings)`. Requests may be
+        empty and settings may differ between ranks (budgets, greedy or seeded sampling): the ranks stay in lockstep
+        whatever each one runs. Same restart-and-rerun-once semantics as `generate` (GangError if the rerun fails)."""
+        if len(lanes) != self.k:
+            raise ValueError(f"{len(lanes)} lanes for a gang of {self.k} ranks")
+        return self._with_restart(lanes)
 
     def info(self) -> list[dict]:
         return ray.get([r.info.remote() for r in self._ranks])
