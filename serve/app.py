@@ -1,6 +1,7 @@
 """The Ray Serve application: an OpenAI-compatible chat API in front of the ERNIE-VL processor and engine.
 
-Routes (FastAPI ingress; every replica holds the model, so there is no extra hop between HTTP and generation):
+Routes (FastAPI ingress; every replica holds the model, so there is no extra hop between HTTP and generation — with
+`expert_shards` K > 1 the replica instead feeds a gang of K rank actors that hold it, see sharded.py):
 
     POST /v1/chat/completions   OpenAI chat completions, JSON or server-sent events (`stream: true`)
     GET  /v1/models             the served model
@@ -9,9 +10,9 @@ Routes (FastAPI ingress; every replica holds the model, so there is no extra hop
 
 Request path: API key -> body read with a byte cap -> JSON -> schema (schemas.py) -> model name -> media, processor
 and limits (prepare.py, in a thread pool) -> replica queue (batching.py; full -> 429) -> generation (decode.py: a
-continuous batch that requests join between decode steps, in the decode thread) -> answer. Every refusal is an
-OpenAI-shaped error with a message written by this package; an unexpected exception is logged with its request id and answered with a generic
-500 that carries only that id.
+continuous batch that requests join between decode steps, in the decode thread; or, K > 1, gang steps in
+sharded.py) -> answer. Every refusal is an OpenAI-shaped error with a message written by this package; an unexpected
+exception is logged with its request id and answered with a generic 500 that carries only that id.
 
 Backpressure has two layers: Serve's `max_ongoing_requests` per replica with `max_queued_requests` in front of
 the replicas (beyond that Serve answers 429 itself, with Retry-After), and the replica's own bounded queue.
@@ -27,6 +28,7 @@ import asyncio
 import json
 import logging
 import time
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -39,7 +41,7 @@ from .schemas import (AssistantMessage, ChatCompletion, ChatCompletionChunk, Cho
                       ChunkChoice, Delta, ModelCard, ModelList, error_event, new_completion_id, now, parse_request,
                       sse, usage)
 from .security import check_api_key, read_body
-from .settings import ServeSettings
+from .settings import ServeSettings, check_expert_shards_fit
 
 log = logging.getLogger("ernie_vl.serve")
 
@@ -83,12 +85,12 @@ class ErnieVLDeployment:
     """One replica: the model runtime plus the HTTP routes."""
 
     def __init__(self, settings: dict):
-        from .runtime import ModelRuntime
+        from .runtime import make_runtime
 
         logging.basicConfig(level=logging.INFO)
         self.settings = ServeSettings.from_dict(settings)
         self.key_digest = self.settings.api_key_digest()  # a missing key fails the replica before the model loads
-        self.runtime = ModelRuntime(self.settings)
+        self.runtime = make_runtime(self.settings)  # the model here, or an expert-sharded gang (expert_shards > 1)
         self.model_name = self.runtime.model_name
         self.created = now()
 
@@ -98,9 +100,14 @@ class ErnieVLDeployment:
             runtime.close()
 
     async def check_health(self) -> None:
-        """Serve's health probe: a replica whose decode thread died must be replaced."""
+        """Serve's health probe: a replica whose decode thread died (or whose gang cannot be rebuilt) is replaced."""
         if not self.runtime.healthy():
-            raise RuntimeError("the decode thread of this replica has stopped")
+            raise RuntimeError("the decode thread of this replica has stopped or its expert-sharded gang is down")
+
+    async def expert_shards_status(self) -> dict:
+        """Not an HTTP route (Serve handle calls only): the gang's restarts and rank actors when expert_shards > 1."""
+        status = getattr(self.runtime, "status", None)
+        return status() if status is not None else {"expert_shards": 1}
 
     # ------------------------------------------------------------------------------------------- routes
     @api.get("/health")
@@ -192,6 +199,8 @@ class ErnieVLDeployment:
                 if event[0] == "error":
                     finished = True
                     log.error("request %s failed during generation: %r", rid, event[1])
+                    if isinstance(event[1], APIError):  # e.g. 503 when an expert-sharded gang failed its retry
+                        return error_response(event[1])
                     return error_response(internal(rid))
         except asyncio.TimeoutError:
             return error_response(unavailable(
@@ -228,7 +237,7 @@ class ErnieVLDeployment:
                 else:
                     finished = True
                     log.error("streamed request %s failed during generation: %r", rid, event[1])
-                    yield error_event(internal(rid))
+                    yield error_event(event[1] if isinstance(event[1], APIError) else internal(rid))
                     return
         except asyncio.TimeoutError:
             yield error_event(unavailable(f"the request was not finished within "
@@ -240,10 +249,12 @@ class ErnieVLDeployment:
 
 def deployment_options(settings: ServeSettings) -> dict:
     """Serve options derived from the settings (a Serve config's `deployments:` entry overrides them)."""
+    # with expert_shards > 1 the GPUs belong to the gang's rank actors (their placement group), not to this actor
+    gpus = settings.num_gpus if settings.expert_shards == 1 else 0.0
     opts = {
         "max_ongoing_requests": settings.max_ongoing_requests,
         "max_queued_requests": settings.max_queued_requests_serve,
-        "ray_actor_options": {"num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus},
+        "ray_actor_options": {"num_cpus": settings.num_cpus, "num_gpus": gpus},
     }
     if settings.max_replicas > settings.replicas:
         opts["autoscaling_config"] = {
@@ -259,4 +270,6 @@ def deployment_options(settings: ServeSettings) -> dict:
 def build_app(args: dict | None = None):
     """Serve application builder: `args` are `ServeSettings` fields (the `args:` mapping of a Serve config)."""
     settings = ServeSettings.from_dict(args)
+    if settings.expert_shards > 1 and (settings.model is None or Path(settings.model).expanduser().is_dir()):
+        check_expert_shards_fit(settings.expert_shards, settings.model_path())
     return ErnieVLDeployment.options(**deployment_options(settings)).bind(settings.to_dict())

@@ -59,6 +59,12 @@ class JobQueue:
             self._jobs.append(job)
             self._cond.notify()
 
+    def push_front(self, jobs: list) -> None:
+        """Put jobs taken but not run back at the head, in order (they were admitted already: no bound check)."""
+        with self._cond:
+            self._jobs.extendleft(reversed(jobs))
+            self._cond.notify()
+
     def wake(self) -> None:
         """Wake a blocked `take` (e.g. to let the decode thread see a stop request)."""
         with self._cond:

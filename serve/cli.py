@@ -2,6 +2,7 @@
 
     ernie-vl serve                                   # embedded tiny checkpoint, http://127.0.0.1:8000
     ernie-vl serve --model /ckpt/ERNIE-4.5-VL-28B-A3B --replicas 2 --num-gpus 1
+    ernie-vl serve --model /ckpt/ERNIE-4.5-VL-28B-A3B --expert-shards 2     # one replica over 2 GPUs
     ERNIE_VL_API_KEY=secret ernie-vl serve --require-api-key --media-root /data/images
 
 The command blocks until interrupted (Ctrl-C), then shuts the application down. For clusters use
@@ -31,9 +32,17 @@ def add_serve_command(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"HTTP port (default {DEFAULT_PORT})")
     s.add_argument("--replicas", type=int, default=1, help="model replicas (the minimum when autoscaling)")
     s.add_argument("--max-replicas", type=int, default=0, help="autoscale up to this many replicas (default: off)")
-    s.add_argument("--expert-shards", type=int, default=1, help="GPUs one replica's experts span (only 1 for now)")
+    s.add_argument("--expert-shards", type=int, default=1, metavar="K",
+                   help="spread each replica's routed experts over a gang of K rank actors (one GPU each on GPU "
+                        "nodes, all on one node); default 1: the replica holds the whole model")
+    s.add_argument("--expert-placement", default="even", choices=["even", "modality-aware"],
+                   help="which rank holds which experts when K > 1 (modality-aware: vision experts on the last rank)")
+    s.add_argument("--shard-num-cpus", type=float, default=None,
+                   help="CPUs per rank actor when K > 1 (default: 1 with GPUs, else 0.25)")
     s.add_argument("--num-cpus", type=float, default=1.0, help="CPUs reserved per replica (fractions allowed)")
-    s.add_argument("--num-gpus", type=float, default=None, help="GPUs per replica (default: 1 if CUDA is visible)")
+    s.add_argument("--num-gpus", type=float, default=None,
+                   help="GPUs per replica, or per rank actor when --expert-shards K > 1 (default: 1 if CUDA is "
+                        "visible)")
     s.add_argument("--dtype", default=None, help="model dtype (default: bfloat16 on GPU, checkpoint dtype on CPU)")
     s.add_argument("--device", default=None, help="cpu or cuda (default: cuda if the replica has a GPU)")
     s.add_argument("--torch-threads", type=int, default=0, help="intra-op threads per replica (0: torch default)")
@@ -58,7 +67,7 @@ def add_serve_command(subparsers) -> argparse.ArgumentParser:
 
 
 def settings_from_args(a: argparse.Namespace) -> ServeSettings:
-    """The namespace -> ServeSettings (raises ValueError / NotImplementedError with a clear message)."""
+    """The namespace -> ServeSettings (raises ValueError with a clear message)."""
     key_digest = None
     if a.require_api_key:
         key = os.environ.get(DEFAULT_API_KEY_ENV)
@@ -80,6 +89,8 @@ def settings_from_args(a: argparse.Namespace) -> ServeSettings:
         device=a.device,
         torch_threads=a.torch_threads,
         expert_shards=a.expert_shards,
+        expert_placement=a.expert_placement,
+        shard_num_cpus=a.shard_num_cpus,
         max_tokens_limit=a.max_tokens_limit,
         default_max_tokens=min(64, a.max_tokens_limit),
         max_prompt_tokens=a.max_prompt_tokens,

@@ -1,9 +1,11 @@
 """The model side of a replica: checkpoint, processor, tokenizer, queue and decode thread; requests in, token events out.
 
-One `ModelRuntime` per replica. `prepare` turns a validated request into a `RequestJob` (media, processor and
-limit checks run in a small thread pool, so a big video does not stall the event loop); `submit` queues it
-(batching.py); one decode thread admits queued jobs into the continuous batch (decode.py) between decode steps and
-pushes events to each job's asyncio queue as tokens come out:
+One runtime per replica: `ModelRuntime` (the whole model in this process, below) or, with `expert_shards` K > 1,
+`sharded.GangRuntime` (a gang of K rank actors holds the model; see that module); `make_runtime` picks. `prepare`
+turns a validated request into a `RequestJob` (media, processor and limit checks run in a small thread pool, so a big
+video does not stall the event loop); `submit` queues it (batching.py); in `ModelRuntime` one decode thread admits
+queued jobs into the continuous batch (decode.py) between decode steps and pushes events to each job's asyncio queue
+as tokens come out (`GangRuntime` pushes the same events when a gang step returns):
 
     ("delta", text)                       streaming requests only, text safe to send
     ("done", finish_reason, n_tokens)     finish_reason "stop" | "length"
@@ -80,45 +82,34 @@ class RequestJob:
         self._put(("error", exc))
 
 
-class ModelRuntime:
-    """Loads everything once per replica and runs the decode thread."""
+class Frontend:
+    """Everything a replica does around generation: processor, tokenizer, EOS ids, the checkpoint's generation
+    defaults, limits, the preprocessing pool and the bounded job queue. `ModelRuntime` (the whole model in this
+    process) and `sharded.GangRuntime` (an expert-sharded gang of rank actors) add what generates."""
 
-    def __init__(self, settings: ServeSettings):
-        import torch
-
-        from ernie_vl import Processor, load_model
+    def _setup(self, settings: ServeSettings, path: Path, model) -> None:
+        """`model`: the loaded model, or any object with the checkpoint's `config` (`ernie_vl.config.ModelConfig`)."""
+        from ernie_vl import Processor
         from ernie_vl.tokenizer import Tokenizer
 
         self.settings = settings
-        if settings.torch_threads > 0:
-            torch.set_num_threads(settings.torch_threads)
-        path = settings.model_path()
-        device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = settings.dtype or ("bfloat16" if device.startswith("cuda") else None)
-        self.model = load_model(path, dtype=dtype, device=device)
-        self.model.eval()
         self.processor = Processor.from_pretrained(path)
         self.tokenizer = Tokenizer.from_pretrained(path)
-        self.eos = read_eos_ids(path, self.model)
+        self.eos = read_eos_ids(path, model)
         backend = getattr(self.tokenizer, "backend", None)
         self.byte_ids = byte_fallback_ids(backend.get_vocab()) if backend is not None else set()
-        pad = getattr(self.model.config.text, "pad_token_id", None)
+        pad = getattr(model.config.text, "pad_token_id", None)
         self.pad_token_id = 0 if pad is None else int(pad)
-        self.max_context = int(self.model.config.text.max_position_embeddings)
+        self.max_context = int(model.config.text.max_position_embeddings)
         gen_file = path / "generation_config.json"
         self.defaults = GenerationDefaults.from_dict(json.loads(gen_file.read_text()) if gen_file.is_file() else {})
         self.model_name = settings.model_name()
-        self.decoder = SlotDecoder(self.model, self.eos, self.pad_token_id, max_slots=settings.max_batch_size,
-                                   max_batch_tokens=settings.max_batch_tokens)
         self.queue = JobQueue(settings.max_queued_requests, settings.batch_wait_timeout_s)
         self._pool = ThreadPoolExecutor(max_workers=settings.preprocess_workers, thread_name_prefix="ernie-vl-prep")
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._decode_loop, name="ernie-vl-decode", daemon=True)
-        self._thread.start()
         for root in settings.media_roots:
             if not Path(root).is_dir():
                 log.warning("media root %s is not a folder on this node: local media under it will not be found", root)
-        log.info("ernie-vl replica ready: model %s from %s on %s, eos %s", self.model_name, path, device, self.eos)
 
     def decode_text(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
@@ -141,6 +132,33 @@ class ModelRuntime:
         """Queue a prepared job (raises batching.QueueFull when the replica's queue is at its bound)."""
         self.queue.submit(job)
 
+    def close(self) -> None:
+        self._stop.set()
+        self.queue.wake()
+
+
+class ModelRuntime(Frontend):
+    """Loads everything once per replica and runs the decode thread."""
+
+    def __init__(self, settings: ServeSettings):
+        import torch
+
+        from ernie_vl import load_model
+
+        if settings.torch_threads > 0:
+            torch.set_num_threads(settings.torch_threads)
+        path = settings.model_path()
+        device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = settings.dtype or ("bfloat16" if device.startswith("cuda") else None)
+        self.model = load_model(path, dtype=dtype, device=device)
+        self.model.eval()
+        self._setup(settings, path, self.model)
+        self.decoder = SlotDecoder(self.model, self.eos, self.pad_token_id, max_slots=settings.max_batch_size,
+                                   max_batch_tokens=settings.max_batch_tokens)
+        self._thread = threading.Thread(target=self._decode_loop, name="ernie-vl-decode", daemon=True)
+        self._thread.start()
+        log.info("ernie-vl replica ready: model %s from %s on %s, eos %s", self.model_name, path, device, self.eos)
+
     def _decode_loop(self) -> None:
         """The decode thread: admit what fits between steps, step, repeat; a failure fails only the rows it hit."""
         d = self.decoder
@@ -159,6 +177,11 @@ class ModelRuntime:
     def healthy(self) -> bool:
         return self._thread.is_alive()
 
-    def close(self) -> None:
-        self._stop.set()
-        self.queue.wake()
+
+def make_runtime(settings: ServeSettings):
+    """The runtime of one Serve replica: the model in this process (K = 1) or an expert-sharded gang (K > 1)."""
+    if settings.expert_shards > 1:
+        from .sharded import GangRuntime
+
+        return GangRuntime(settings)
+    return ModelRuntime(settings)

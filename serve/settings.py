@@ -23,15 +23,28 @@ DEFAULT_PORT = 8000
 DEFAULT_API_KEY_ENV = "ERNIE_VL_API_KEY"
 
 
-def check_expert_shards(expert_shards: int) -> None:
-    """The one place that decides whether expert-parallel serving is available (it is not yet)."""
-    if not isinstance(expert_shards, int) or expert_shards < 1:
-        raise ValueError(f"expert_shards must be a positive integer, got {expert_shards!r}")
-    if expert_shards > 1:
-        raise NotImplementedError(
-            f"expert_shards={expert_shards}: expert-parallel serving (one replica spread over several GPUs) is not "
-            "implemented yet; use expert_shards=1 and scale out with more replicas"
-        )
+EXPERT_PLACEMENTS = ("even", "modality-aware")
+
+
+def check_expert_shards(expert_shards) -> None:
+    """`expert_shards` must be a positive integer (1: the replica holds the whole model; K > 1: a gang of K ranks)."""
+    if isinstance(expert_shards, bool) or not isinstance(expert_shards, int) or expert_shards < 1:
+        raise ValueError(f"expert_shards must be a positive integer (1 = no expert sharding), got {expert_shards!r}")
+
+
+def check_expert_shards_fit(expert_shards: int, model_path) -> None:
+    """K must not exceed the routed experts per pool of the checkpoint (checked where its config is readable)."""
+    if expert_shards <= 1:
+        return
+    try:
+        from ernie_vl.config import ModelConfig
+
+        n_experts = ModelConfig.from_file(str(model_path)).text.moe_num_experts
+    except (OSError, ValueError, KeyError):  # not on this node (a cluster path): the replica checks it again
+        return
+    if expert_shards > n_experts:
+        raise ValueError(f"expert_shards={expert_shards}: the checkpoint has {n_experts} routed experts per pool, so "
+                         f"at most {n_experts} shards")
 
 
 def hash_api_key(key: str) -> str:
@@ -49,7 +62,11 @@ class ServeSettings:
             "ernie-vl-tiny" for the embedded checkpoint).
         dtype, device: passed to `ernie_vl.load_model` (None = checkpoint dtype / cuda if available else cpu).
         torch_threads: intra-op threads per replica (0 = leave torch's default).
-        expert_shards: GPUs one replica's experts are spread over; only 1 is supported (see check_expert_shards).
+        expert_shards: K, the ranks one replica's routed experts are spread over. 1: the Serve replica holds the whole
+            model. K > 1: the Serve replica owns a gang of K rank actors (`replicas.ExpertShardedReplica`, one
+            placement group) that hold the model, each with 1/K of the routed experts; see runtime.GangRuntime.
+        expert_placement: which rank owns which expert when K > 1: "even" or "modality-aware".
+        shard_num_cpus: CPUs per rank actor when K > 1 (None: 1 when the ranks have GPUs, else 0.25).
     Generation:
         default_max_tokens: completion budget when a request gives no max_tokens.
         max_tokens_limit: the largest max_tokens a request may ask for.
@@ -71,8 +88,9 @@ class ServeSettings:
         max_media_items: images + videos per request. url_timeout_s: remote fetch timeout.
     Deployment (used by the CLI/`build_app`; a Serve config's `deployments:` section overrides them):
         replicas (fixed count, or the minimum when autoscaling), max_replicas (> replicas turns autoscaling on),
-        num_cpus, num_gpus (per replica), max_ongoing_requests (per replica), max_queued_requests_serve (requests
-        Serve holds in front of the replicas before answering 429).
+        num_cpus, num_gpus (per replica; with expert_shards K > 1 `num_gpus` is per rank actor, the Serve replica
+        actor itself then holds no GPU and `num_cpus` is its HTTP/preprocessing share), max_ongoing_requests (per
+        replica), max_queued_requests_serve (requests Serve holds in front of the replicas before answering 429).
     """
 
     model: str | None = None
@@ -81,6 +99,8 @@ class ServeSettings:
     device: str | None = None
     torch_threads: int = 0
     expert_shards: int = 1
+    expert_placement: str = "even"
+    shard_num_cpus: float | None = None
 
     default_max_tokens: int = 64
     max_tokens_limit: int = 1024
@@ -115,6 +135,10 @@ class ServeSettings:
 
     def __post_init__(self):
         check_expert_shards(self.expert_shards)
+        if self.expert_placement not in EXPERT_PLACEMENTS:
+            raise ValueError(f"expert_placement must be one of {list(EXPERT_PLACEMENTS)}, got {self.expert_placement!r}")
+        if self.shard_num_cpus is not None and not float(self.shard_num_cpus) > 0:
+            raise ValueError(f"shard_num_cpus must be > 0, got {self.shard_num_cpus!r}")
         positive = ("default_max_tokens", "max_tokens_limit", "max_prompt_tokens", "max_batch_size",
                     "max_batch_tokens", "max_queued_requests", "preprocess_workers", "max_request_bytes",
                     "max_media_bytes", "max_image_pixels", "max_video_frames", "max_video_pixels", "replicas",

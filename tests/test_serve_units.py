@@ -7,6 +7,7 @@ import base64
 import http.server
 import io
 import os
+import re
 import threading
 import time
 
@@ -60,14 +61,31 @@ def raises(status: int, fn, *args, contains: str | None = None, **kw) -> APIErro
 # ----------------------------------------------------------------------------------------------- settings
 
 
-def test_expert_shards_above_one_is_not_implemented_from_one_place():
+@pytest.mark.parametrize("bad", [0, -2, 2.5, "2", True, None])
+def test_expert_shards_must_be_a_positive_integer_and_the_error_names_the_value(bad):
+    with pytest.raises(ValueError, match=rf"expert_shards must be a positive integer.*got {re.escape(repr(bad))}$"):
+        check_expert_shards(bad)
+    with pytest.raises(ValueError, match=re.escape(repr(bad))):
+        ServeSettings(expert_shards=bad)
+
+
+def test_expert_shards_settings_and_deployment_resources(tiny_dir):
+    from serve.app import deployment_options
+    from serve.settings import check_expert_shards_fit
+
     check_expert_shards(1)
-    with pytest.raises(NotImplementedError, match="expert_shards=2.*not implemented"):
-        check_expert_shards(2)
-    with pytest.raises(NotImplementedError):
-        ServeSettings(expert_shards=4)
-    with pytest.raises(ValueError):
-        ServeSettings(expert_shards=0)
+    s = ServeSettings(expert_shards=2, num_cpus=0.25, num_gpus=1.0, expert_placement="modality-aware")
+    # the Serve replica actor feeds the gang: no GPU of its own (the rank actors hold them), its fractional CPU
+    assert deployment_options(s)["ray_actor_options"] == {"num_cpus": 0.25, "num_gpus": 0.0}
+    assert deployment_options(ServeSettings(num_gpus=1.0))["ray_actor_options"]["num_gpus"] == 1.0
+    with pytest.raises(ValueError, match="expert_placement must be one of.*'diagonal'"):
+        ServeSettings(expert_shards=2, expert_placement="diagonal")
+    with pytest.raises(ValueError, match="shard_num_cpus must be > 0, got 0"):
+        ServeSettings(expert_shards=2, shard_num_cpus=0)
+    check_expert_shards_fit(8, tiny_dir)
+    with pytest.raises(ValueError, match="expert_shards=9: the checkpoint has 8 routed experts per pool"):
+        check_expert_shards_fit(9, tiny_dir)
+    check_expert_shards_fit(9, tiny_dir / "not-here")  # unreadable here (a cluster path): the replica checks it
 
 
 def test_settings_refuse_unknown_keys_plain_keys_and_loose_prefixes():
@@ -82,13 +100,39 @@ def test_settings_refuse_unknown_keys_plain_keys_and_loose_prefixes():
     assert ServeSettings().model_name() == "ernie-vl-tiny"
 
 
-def test_serve_command_is_registered_and_expert_shards_fail_cleanly(capsys):
+def test_serve_command_is_registered_and_bad_expert_shards_fail_cleanly(capsys):
     from ernie_vl.cli import build_parser
+    from serve.cli import settings_from_args
 
-    args = build_parser().parse_args(["serve", "--expert-shards", "2"])
+    args = build_parser().parse_args(["serve", "--expert-shards", "0"])
     assert args.host == "127.0.0.1" and args.port == 8000 and args.replicas == 1
     assert args.func(args) == 2
-    assert "expert-parallel serving" in capsys.readouterr().err
+    assert "expert_shards must be a positive integer (1 = no expert sharding), got 0" in capsys.readouterr().err
+    args = build_parser().parse_args(["serve", "--expert-shards", "2", "--expert-placement", "modality-aware",
+                                      "--shard-num-cpus", "0.5", "--num-gpus", "1"])
+    s = settings_from_args(args)
+    assert (s.expert_shards, s.expert_placement, s.shard_num_cpus, s.num_gpus) == (2, "modality-aware", 0.5, 1.0)
+
+
+def test_gang_steps_give_sampling_jobs_their_own_lane_and_balance_greedy_ones():
+    from serve.decode import RowParams
+    from serve.sharded import plan_lanes
+
+    class Job:
+        def __init__(self, name, prompt, budget, sample=False):
+            self.name, self.prompt_tokens = name, prompt
+            self.params = RowParams(budget, do_sample=sample, seed=7 if sample else 0)
+
+    image, text, short = Job("image", 300, 8), Job("text", 20, 8), Job("short", 10, 4)
+    s1, s2, s3 = (Job(f"s{i}", 10, 8, sample=True) for i in (1, 2, 3))
+    names = lambda lanes: [[j.name for j in lane] for lane in lanes]  # noqa: E731
+    assert names(plan_lanes([text, image, short], 2)[0]) == [["image"], ["text", "short"]]
+    lanes, later = plan_lanes([text, s1, image, s2, s3], 3)
+    assert names(lanes) == [["image", "text"], ["s1"], ["s2"]] and names([later]) == [["s3"]]
+    lanes, later = plan_lanes([s1, s2, s3], 2)
+    assert names(lanes) == [["s1"], ["s2"]] and names([later]) == [["s3"]]
+    lanes, later = plan_lanes([short], 4)
+    assert names(lanes) == [["short"], [], [], []] and later == []
 
 
 # ----------------------------------------------------------------------------------------------- schemas
