@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,6 +140,7 @@ class DecodeStep:
         self._fn = compiled if mode == "compile" else model.decode_slots
         self._graph = None
         self._logits = None
+        self._compiled_ok = False
 
     def fits(self, batch: int, capacity: int) -> bool:
         if batch != self.batch or capacity > self.capacity:
@@ -151,12 +153,27 @@ class DecodeStep:
 
     def __call__(self) -> torch.Tensor:
         """Next-token logits [B, V] for every slot (rows of free slots are meaningless)."""
-        if self.mode != "graph":
-            return self._run()
-        if self._graph is None:
-            self._capture()
-        self._graph.replay()
-        return self._logits
+        if self.mode == "graph" and self._graph is None:
+            try:
+                self._capture()
+            except RuntimeError as e:  # e.g. a kernel that synchronises: run the same fixed-shape step uncaptured
+                self._fallback("CUDA graph capture", e)
+        elif self.mode == "compile" and not self._compiled_ok:
+            try:
+                out = self._run()
+                self._compiled_ok = True
+                return out
+            except Exception as e:  # noqa: BLE001 - any compiler failure: the eager step computes the same
+                self._fallback("torch.compile", e)
+        if self.mode == "graph":
+            self._graph.replay()
+            return self._logits
+        return self._run()
+
+    def _fallback(self, what: str, err: Exception) -> None:
+        warnings.warn(f"{what} of the decode step failed ({type(err).__name__}: {str(err)[:300]}); "
+                      "running the fixed-shape step without it", RuntimeWarning, stacklevel=3)
+        self.mode, self._graph, self._fn = "static", None, self.model.decode_slots
 
     def _capture(self) -> None:
         # Warm-up runs (on a side stream, as capture requires) write K/V at each slot's next position, which the

@@ -85,21 +85,23 @@ def experts_reference(x_TD, idx_TK, w_TK, gate_up_E2FD, down_EDF):
 
 
 def _can_grouped_mm(x: torch.Tensor, F_: int) -> bool:
-    """`F.grouped_mm` runs on CUDA (16-byte aligned strides) and on CPU (any stride); float32/bfloat16/float16.
-    On CPU its one native loop over the groups beats a Python loop of per-expert matmuls at every batch size
-    measured (docs/performance.md), so the sliced loop below is only the fallback for other dtypes/devices."""
-    if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        return False
+    """Where `F.grouped_mm` applies: CUDA in bfloat16 (its kernels' dtype) with 16-byte aligned strides, and CPU in
+    float32/bfloat16/float16 (any stride). On CPU its one native loop over the groups beats a Python loop of
+    per-expert matmuls at every batch size measured, so the sliced loop is only the fallback elsewhere."""
     if x.is_cuda:
         es = x.element_size()
-        return (x.shape[-1] * es) % 16 == 0 and (F_ * es) % 16 == 0
-    return x.device.type == "cpu"
+        return x.dtype == torch.bfloat16 and (x.shape[-1] * es) % 16 == 0 and (F_ * es) % 16 == 0
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
+
+
+# the public name arrived after the private op; older torch builds have only `torch._grouped_mm`
+_f_grouped_mm = getattr(F, "grouped_mm", None) or (lambda a, b, offs=None: torch._grouped_mm(a, b, offs=offs))
 
 
 @torch.library.custom_op("ernie_vl::grouped_mm", mutates_args=())
 def _grouped_mm_opaque(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
     """`F.grouped_mm` as an opaque op for torch.compile, whose shape rules for it only allow 16-bit inputs."""
-    return F.grouped_mm(a, b, offs=offs)
+    return _f_grouped_mm(a, b, offs=offs)
 
 
 @_grouped_mm_opaque.register_fake
@@ -110,7 +112,8 @@ def _(a, b, offs):
 def _grouped_mm(a, b, offs):
     if torch.compiler.is_compiling() and a.dtype == torch.float32:
         return _grouped_mm_opaque(a, b, offs)
-    return F.grouped_mm(a, b, offs=offs)
+    return _f_grouped_mm(a, b, offs=offs)
+
 
 
 def experts_grouped(x_TD, idx_TK, w_TK, gate_up_E2FD, down_EDF):

@@ -118,3 +118,21 @@ def test_vision_encoded_ahead_gives_the_same_tokens(tiny_dir):
         model.encode_images = orig
     assert [o.tokens for o in out] == [o.tokens for o in plain]
     assert len(calls) < sum(r.pixel_values is not None for r in reqs)  # images were encoded in groups, ahead
+
+
+def test_failed_compilation_falls_back_to_the_same_step(tiny_dir):
+    """A compiler failure (here: a compiled function that raises) warns and runs the uncompiled fixed-shape step,
+    with the same tokens; the engine keeps working."""
+    model = ernie_vl.load_model(tiny_dir)
+    reqs = _requests(model, torch.Generator().manual_seed(4))[:3]
+    settings = GenerationSettings(max_new_tokens=5)
+    engine = Engine(model, max_batch_size=2, decode="compile")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler on this machine")
+
+    engine._compiled = broken
+    with pytest.warns(RuntimeWarning, match="torch.compile of the decode step failed.*no C\\+\\+ compiler"):
+        out = engine.generate(reqs, settings)
+    assert engine._step.mode == "static"
+    assert [o.tokens for o in out] == [o.tokens for o in Engine(model, max_batch_size=2).generate(reqs, settings)]
