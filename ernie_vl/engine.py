@@ -17,6 +17,7 @@ Expert-parallel ranks (`group` set) instead run one left-padded batch per call i
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -262,14 +263,16 @@ class Engine:
     ):
         """`group`: the process group of an expert-parallel replica (see `expert_parallel`); every rank then calls
         `generate` once per gang step, possibly with no requests, and the ranks advance in lockstep.
-        `decode`: how the continuous batch's decode step runs (see `DecodeStep`); "auto" = "graph" on CUDA,
-        "eager" on CPU. `vision_ahead`: encode the images/videos of the next requests while the current batch
+        `decode`: how the continuous batch's decode step runs (see `DecodeStep`); "auto" = $ERNIE_VL_DECODE if set,
+        else "graph" on CUDA and "eager" on CPU. `vision_ahead`: encode the images/videos of the next requests while the current batch
         decodes (see `_VisionAhead`); default: on CUDA, where it overlaps."""
         self.model = model
         self.group = group
         self.pad_token_id = pad_token_id
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
+        if decode == "auto":
+            decode = os.environ.get("ERNIE_VL_DECODE", "auto")
         self.decode_mode = resolve_decode_mode(decode, model.device)
         self.vision_ahead = model.device.type == "cuda" if vision_ahead is None else vision_ahead
         self._step: DecodeStep | None = None  # kept between calls: its cache, compiled code or captured graph
