@@ -63,7 +63,7 @@ def test_fixed_shape_and_compiled_decode_match_eager(tiny_dir):
     for mode in ("static", "compile"):
         engine = Engine(model, max_batch_size=3, decode=mode)
         assert [o.tokens for o in engine.generate(reqs, settings)] == expected, mode
-        assert engine._step.capacity % 128 == 0
+        assert engine._batch.capacity % 128 == 0
     short = [o.tokens for o in eager.generate(reqs[:3], GenerationSettings(max_new_tokens=3))]
     assert short == [t[:3] for t in expected[:3]]
     assert [o.tokens for o in engine.generate(reqs[:3], GenerationSettings(max_new_tokens=3))] == short
@@ -131,8 +131,11 @@ def test_failed_compilation_falls_back_to_the_same_step(tiny_dir):
     def broken(*args, **kwargs):
         raise RuntimeError("no C++ compiler on this machine")
 
-    engine._compiled = broken
+    engine._batch = None
+    engine.generate(reqs[:1], GenerationSettings(max_new_tokens=1))  # builds the batch, compiles nothing yet
+    engine._batch._compiled = broken
+    engine._batch._step._fn = broken
     with pytest.warns(RuntimeWarning, match="torch.compile of the decode step failed.*no C\\+\\+ compiler"):
         out = engine.generate(reqs, settings)
-    assert engine._step.mode == "static"
+    assert engine._batch._step.mode == "static"
     assert [o.tokens for o in out] == [o.tokens for o in Engine(model, max_batch_size=2).generate(reqs, settings)]
