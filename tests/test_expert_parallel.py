@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from ernie_vl.expert_parallel import Placement
+from serve_support import free_port
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _requests(model, kind: str, g):
@@ -97,7 +92,7 @@ def _worker(rank: int, world: int, port: int, ckpt: str, plan: str, out_dir: str
 @pytest.mark.parametrize("plan", ["even", "modality-aware"])
 def test_two_rank_replica_equals_single_process(tiny_dir, tmp_path, plan):
     ctx = mp.get_context("spawn")
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_worker, args=(r, 2, port, str(tiny_dir), plan, str(tmp_path))) for r in range(2)]
     for p in procs:
         p.start()

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-ray = pytest.importorskip("ray")
+import ray  # noqa: E402,F401 - part of the test extra: a missing one must fail, not skip
 
 from pipelines.batch_eval import run_eval  # noqa: E402
 from pipelines.bench import write_synthetic_benchmark, write_video  # noqa: E402

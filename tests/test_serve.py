@@ -12,25 +12,19 @@ import base64
 import http.server
 import io
 import json
-import os
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from serve_support import ray_serve  # noqa: E402
+
 pytestmark = pytest.mark.ray
 
-try:  # the processor lands separately; without it there is nothing to serve
-    from ernie_vl import Processor  # noqa: F401
-except (ImportError, AttributeError):
-    pytest.skip("ernie_vl.Processor is not available yet", allow_module_level=True)
+import httpx  # noqa: E402,F401 - part of the test extra: a missing one must fail, not skip
+import openai  # noqa: E402,F401 - part of the test extra: a missing one must fail, not skip
 
-httpx = pytest.importorskip("httpx")
-openai = pytest.importorskip("openai")
-
-ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "sk-test-0123456789"
 SECRET = "TOP-SECRET-CONTENT-7f3a"
 MAIN = "ernie-vl-tiny"
@@ -87,11 +81,6 @@ class _Media(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 # ----------------------------------------------------------------------------------------------- fixtures
 
@@ -114,7 +103,6 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import ray
     from ray import serve
 
     from serve.app import build_app
@@ -133,36 +121,27 @@ def server(tmp_path_factory):
     threading.Thread(target=files.serve_forever, daemon=True).start()
     url_base = f"http://127.0.0.1:{files.server_address[1]}"
 
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        env = {"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
-               "ERNIE_VL_HOME": os.environ["ERNIE_VL_HOME"]}
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    common = {"num_cpus": 0.5, "torch_threads": 1, "max_tokens_limit": 64, "default_max_tokens": 16,
-              "max_prompt_tokens": 3000}
-    serve.run(build_app({
-        **common,
-        "api_key_sha256": hash_api_key(API_KEY),
-        "media_roots": [str(media)],
-        "allowed_url_prefixes": [f"{url_base}/public/"],
-        "max_request_bytes": 2 << 20,
-        "max_media_bytes": 1 << 20,
-        "max_image_pixels": 512 * 512,
-        "max_video_frames": 64,
-        "max_ongoing_requests": 64,
-    }), name="ernie-vl", route_prefix="/")
-    serve.run(build_app({
-        **common, "served_model_name": "tight", "num_cpus": 0.25, "max_batch_size": 1, "max_ongoing_requests": 1,
-        "max_queued_requests_serve": 1, "max_queued_requests": 1,
-    }), name="tight", route_prefix="/tight")
     try:
-        yield Server(f"http://127.0.0.1:{port}", media, outside, url_base)
+        with ray_serve() as port:
+            common = {"num_cpus": 0.5, "torch_threads": 1, "max_tokens_limit": 64, "default_max_tokens": 16,
+                      "max_prompt_tokens": 3000}
+            serve.run(build_app({
+                **common,
+                "api_key_sha256": hash_api_key(API_KEY),
+                "media_roots": [str(media)],
+                "allowed_url_prefixes": [f"{url_base}/public/"],
+                "max_request_bytes": 2 << 20,
+                "max_media_bytes": 1 << 20,
+                "max_image_pixels": 512 * 512,
+                "max_video_frames": 64,
+                "max_ongoing_requests": 64,
+            }), name="ernie-vl", route_prefix="/")
+            serve.run(build_app({
+                **common, "served_model_name": "tight", "num_cpus": 0.25, "max_batch_size": 1, "max_ongoing_requests": 1,
+                "max_queued_requests_serve": 1, "max_queued_requests": 1,
+            }), name="tight", route_prefix="/tight")
+            yield Server(f"http://127.0.0.1:{port}", media, outside, url_base)
     finally:
-        serve.shutdown()
-        if started_ray:
-            ray.shutdown()
         files.shutdown()
 
 

@@ -9,25 +9,18 @@ makes the whole gang restart, the request is answered, later requests too. The k
 import asyncio
 import base64
 import io
-import os
-import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
+from serve_support import ray_serve  # noqa: E402
+
 pytestmark = pytest.mark.ray
 
-try:
-    from ernie_vl import Processor  # noqa: F401
-except (ImportError, AttributeError):
-    pytest.skip("ernie_vl.Processor is not available yet", allow_module_level=True)
+import httpx  # noqa: E402,F401 - part of the test extra: a missing one must fail, not skip
+import openai  # noqa: E402,F401 - part of the test extra: a missing one must fail, not skip
 
-httpx = pytest.importorskip("httpx")
-openai = pytest.importorskip("openai")
-
-ROOT = Path(__file__).resolve().parents[1]
 MODEL = "ernie-vl-tiny"
 
 
@@ -43,11 +36,6 @@ def image_part(color=(200, 30, 30)) -> dict:
     return {"type": "image_url",
             "image_url": {"url": f"data:image/png;base64,{base64.b64encode(png_bytes(color=color)).decode()}"}}
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Apps:
@@ -65,28 +53,16 @@ class Apps:
 
 @pytest.fixture(scope="module")
 def apps():
-    import ray
     from ray import serve
 
     from serve.app import build_app
 
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        env = {"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
-               "ERNIE_VL_HOME": os.environ["ERNIE_VL_HOME"]}
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    common = {"num_cpus": 0.25, "torch_threads": 1, "max_tokens_limit": 64, "default_max_tokens": 16,
-              "batch_wait_timeout_s": 0.05}
-    serve.run(build_app({**common, "expert_shards": 1}), name="k1", route_prefix="/k1")
-    serve.run(build_app({**common, "expert_shards": 2, "shard_num_cpus": 0.25}), name="k2", route_prefix="/k2")
-    try:
+    with ray_serve() as port:
+        common = {"num_cpus": 0.25, "torch_threads": 1, "max_tokens_limit": 64, "default_max_tokens": 16,
+                  "batch_wait_timeout_s": 0.05}
+        serve.run(build_app({**common, "expert_shards": 1}), name="k1", route_prefix="/k1")
+        serve.run(build_app({**common, "expert_shards": 2, "shard_num_cpus": 0.25}), name="k2", route_prefix="/k2")
         yield Apps(f"http://127.0.0.1:{port}")
-    finally:
-        serve.shutdown()
-        if started_ray:
-            ray.shutdown()
 
 
 def _ask(client, content, max_tokens, **kw) -> tuple[str, str, int, int]:

@@ -29,7 +29,7 @@ from ernie_vl.video import (
     timestamp_texts,
 )
 
-transformers = pytest.importorskip("transformers")
+import transformers  # noqa: E402,F401 - part of the test extra: a missing one must fail, not skip
 from transformers import Ernie4_5_VLMoeVideoProcessor  # noqa: E402
 from transformers.video_utils import VideoMetadata as HFVideoMetadata  # noqa: E402
 from transformers.video_utils import load_video  # noqa: E402

@@ -1,0 +1,36 @@
+"""Shared by the server tests: a free port, and a Ray + Serve session for one test module."""
+
+import contextlib
+import os
+import socket
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def ray_serve():
+    """Start Ray (2 CPUs, workers see this checkout and the test's ERNIE_VL_HOME) unless a session is running, and
+    Serve's HTTP proxy on a free loopback port; yields the port and shuts down what it started."""
+    import ray
+    from ray import serve
+
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        env = {"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+               "ERNIE_VL_HOME": os.environ["ERNIE_VL_HOME"]}
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        yield port
+    finally:
+        serve.shutdown()
+        if started_ray:
+            ray.shutdown()
