@@ -99,6 +99,7 @@ class Row(Protocol):
 
 DECODE_MODES = ("auto", "eager", "static", "compile", "graph")
 _BUCKET = 128  # fixed-shape steps round the cache capacity up to a multiple of this (fewer captures/compilations)
+CAPTURE_AFTER = 8  # uncaptured steps before a CUDA graph is captured: short-lived batches never pay for a capture
 
 
 def resolve_decode_mode(mode: str, device: torch.device) -> str:
@@ -124,7 +125,8 @@ class DecodeStep:
     * "eager": keys cut at the longest slot each step (the least work; the default on CPU);
     * "static": fixed shapes (keys up to the capacity, masked per slot) — exactly what the next two run;
     * "compile": the fixed-shape step through `torch.compile` (fused elementwise kernels);
-    * "graph": the fixed-shape step captured once in a CUDA graph and replayed (no per-kernel launch cost).
+    * "graph": the fixed-shape step captured once in a CUDA graph and replayed (no per-kernel launch cost), after
+      `CAPTURE_AFTER` uncaptured steps, so that a batch that lives only a few steps never pays for a capture.
     """
 
     def __init__(self, model, batch: int, capacity: int, mode: str, compiled=None):
@@ -138,6 +140,7 @@ class DecodeStep:
         self._graph = None
         self._logits = None
         self._compiled_ok = False
+        self._calls = 0
 
     def _run(self) -> torch.Tensor:
         attend = None if self.mode == "eager" else self.capacity
@@ -146,6 +149,9 @@ class DecodeStep:
     def __call__(self) -> torch.Tensor:
         """Next-token logits [B, V] for every slot (rows of free slots are meaningless)."""
         if self.mode == "graph" and self._graph is None:
+            self._calls += 1
+            if self._calls <= CAPTURE_AFTER:  # e.g. a server's batch that empties after a few tokens
+                return self._run()
             try:
                 self._capture()
             except RuntimeError as e:  # e.g. a kernel that synchronises: run the same fixed-shape step uncaptured
