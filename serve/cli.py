@@ -147,9 +147,12 @@ def run_serve(a: argparse.Namespace) -> int:
     def _interrupt(signum, frame):  # SIGTERM (e.g. from a process manager) shuts down like Ctrl-C
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
         start(settings, a.host, a.port)
+        # after ray.init, whose native crash handler otherwise takes SIGTERM (and aborts); SIGINT explicitly, since a
+        # process started in the background by a non-interactive shell inherits it ignored
+        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         print(f"ernie-vl serve: {settings.model_name()} at http://{a.host}:{a.port}/v1 (Ctrl-C to stop)", flush=True)
         while True:
             time.sleep(3600)

@@ -29,21 +29,6 @@ def _blocks(lang: str) -> list[str]:
 
 
 
-def _stop(proc, log_path) -> None:
-    """Ctrl-C, as a user would. Under heavy load one SIGINT was once not acted on within a minute (no "shutting
-    down" line at all), so a signal is repeated while the server has not begun shutting down, never during it."""
-    for sig in (signal.SIGINT, signal.SIGINT, signal.SIGTERM):
-        if "shutting down" not in log_path.read_text():
-            proc.send_signal(sig)
-        try:
-            proc.wait(60)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(10)
-
-
 def test_readme_serve_command_curl_and_openai_examples_work(tmp_path):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
@@ -80,7 +65,12 @@ def test_readme_serve_command_curl_and_openai_examples_work(tmp_path):
         assert "completion_tokens=" in out.stdout  # the printed usage object
     finally:
         if proc.poll() is None:
-            _stop(proc, tmp_path / "serve.log")
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
         log.close()
     assert proc.returncode == 0, (tmp_path / "serve.log").read_text()[-3000:]
     assert "shutting down" in (tmp_path / "serve.log").read_text()
