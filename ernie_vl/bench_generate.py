@@ -69,7 +69,7 @@ def _parameters_on_meta():
     register = nn.Module.register_parameter
 
     def on_meta(module, name, param):
-        if param is not None:
+        if param is not None and param.device.type != "meta":  # an existing one (tied weights) stays itself
             param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
         register(module, name, param)
 
@@ -94,8 +94,8 @@ def build_models(cfg, dtype, device, with_hf: bool):
         hcfg = Ernie4_5_VLMoeConfig(**cfg.to_hf_dict())
         with _parameters_on_meta():
             ref = Ernie4_5_VLMoeForConditionalGeneration(hcfg)
-        shared = dict(ours.named_parameters())
-        for name, param in list(ref.named_parameters()):
+        shared = dict(ours.named_parameters(remove_duplicate=False))  # tied weights under each of their names
+        for name, param in list(ref.named_parameters(remove_duplicate=False)):
             owner, leaf = ref.get_submodule(name.rpartition(".")[0]), name.rpartition(".")[2]
             if shared[name].shape != param.shape:
                 raise RuntimeError(f"{name}: ours {tuple(shared[name].shape)} vs transformers {tuple(param.shape)}")
