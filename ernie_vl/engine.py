@@ -1,9 +1,9 @@
-"""The generation engine used by the batch pipeline and the server.
+"""The generation engine of the batch pipeline (the server drives the same continuous batch, `slots`, itself).
 
 A `Prepared` request is what the processor produced for one conversation (CPU tensors, compact: token ids, pixel
-rows, grids). The engine packs prepared requests into left-padded batches, generates, and returns per-request new
-token ids with counts and timings. Batching is by work: a batch is closed when its padded token count (prompt +
-new tokens) would exceed `max_batch_tokens` or it holds `max_batch_size` requests.
+rows, grids). The engine generates for a list of them and returns per-request new token ids with finish reasons and
+latencies. Prefills are by work: waiting requests (longest prompt first) are prefilled together as one left-padded
+batch while free slots remain and the padded prompt tokens stay within `max_batch_tokens`.
 
 Continuous batching (`slots.ContinuousBatch`, the same loop the server drives): the KV cache has `max_batch_size`
 slots; a sequence that finishes (EOS or its token budget) frees its slot at once and the next waiting requests are
