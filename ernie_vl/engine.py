@@ -110,6 +110,12 @@ class Engine:
             return self._generate_batch(requests, settings)
         return self._generate_continuous(requests, settings)
 
+    @torch.inference_mode()  # on a generator function torch re-enters the mode at every resumption only
+    def stream_batch(self, requests: list[Prepared], settings: GenerationSettings):
+        """The lockstep batch of an expert-parallel rank as it runs: yields `[(request index, token), ...]` after
+        every step that produced tokens (the live rows' new tokens), and finally the `Generated` list."""
+        yield from self._iter_batch(requests, settings)
+
     def _generate_continuous(self, requests: list[Prepared], s: GenerationSettings) -> list[Generated]:
         """Continuous batching over `max_batch_size` cache slots (`slots.ContinuousBatch`): a finished sequence frees
         its slot at once and the next waiting requests are prefilled (together, as one padded batch) into the free
@@ -151,16 +157,20 @@ class Engine:
         return results  # type: ignore[return-value]
 
     def _generate_batch(self, batch: list[Prepared], s: GenerationSettings) -> list[Generated]:
+        *_, results = self._iter_batch(batch, s)
+        return results
+
+    def _iter_batch(self, batch: list[Prepared], s: GenerationSettings):
         model = self.model
         if not batch:  # an expert-parallel rank without requests still takes part in every exchange
-            if self.group is None:
-                return []
-            from .expert_parallel import any_rank, idle_decode, idle_prefill
+            if self.group is not None:
+                from .expert_parallel import any_rank, idle_decode, idle_prefill
 
-            idle_prefill(model)
-            while any_rank(False, model.device, self.group):
-                idle_decode(model)
-            return []
+                idle_prefill(model)
+                while any_rank(False, model.device, self.group):
+                    idle_decode(model)
+            yield []
+            return
         t0 = time.perf_counter()
         inputs = collate(batch, self.pad_token_id)
         B, S = inputs["input_ids"].shape
@@ -186,6 +196,7 @@ class Engine:
                     tokens[r].append(tok)
                     if st:
                         finish[r], latency[r] = "stop", now
+                yield list(zip(alive, nxt_l))
                 keep = [j for j, st in enumerate(stop_l) if not st]
                 step += 1
                 active = bool(keep) and step < s.max_new_tokens
@@ -210,7 +221,7 @@ class Engine:
             out = model(nxt[:, None], mask, position_ids=next_pos, cache=cache)
             next_pos = next_pos + 1
             logits = out.logits[:, -1]
-        return [
+        yield [
             Generated(tokens[b], finish[b], batch[b].num_prompt_tokens, latency[b] if finish[b] == "stop" else end)
             for b in range(B)
         ]

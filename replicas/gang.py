@@ -4,7 +4,8 @@ Each rank actor joins a `torch.distributed` group (gloo on CPU, NCCL on GPU), lo
 (`ernie_vl.expert_parallel.load_sharded_model`) and runs `ernie_vl.engine.Engine` in lockstep with the others. The
 replica object splits a batch of prepared requests over the ranks (balanced by prompt tokens), runs them and returns
 the results in request order (`generate`, used by the pipeline), or runs one lane per rank with its own settings
-(`generate_lanes`, used by the server: greedy batches and seeded sampling requests side by side).
+(`generate_lanes`; `stream_lanes` yields each token as the ranks produce it — the server streams from it: greedy
+batches and seeded sampling requests side by side). Each rank streams its tokens step by step (a Ray generator).
 
 Failure semantics: if any rank dies (or a call fails), the whole gang is torn down and rebuilt — a torch.distributed
 group cannot survive a lost member — and the batch is run once more on the new gang. Callers that write outputs keyed
@@ -66,8 +67,14 @@ class _Rank:
                 "a2a_bytes": a2a_bytes(self.model),
                 "local_experts": {p: self.placement.local(p, self.rank) for p in ("text", "vision")}}
 
-    def generate(self, requests: list[Prepared], settings: GenerationSettings) -> list[Generated]:
-        return self.engine.generate(requests, settings)
+    @ray.method(_generator_backpressure_num_objects=8)  # at most 8 steps ahead of the consumer
+    def stream(self, requests: list[Prepared], settings: GenerationSettings):
+        """A Ray streaming generator: ("tokens", [(request index, token), ...]) per step, then ("done", results)."""
+        for item in self.engine.stream_batch(requests, settings):
+            if item and isinstance(item[0], Generated) or not requests:
+                yield "done", item
+            else:
+                yield "tokens", item
 
 
 class ExpertShardedReplica:
@@ -170,24 +177,10 @@ class ExpertShardedReplica:
             load[r] += requests[i].num_prompt_tokens
         return parts
 
-    def _run_lanes(self, lanes: list[tuple[list[Prepared], GenerationSettings]]) -> list[list[Generated]]:
-        futures = [rank.generate.remote(reqs, settings) for rank, (reqs, settings) in zip(self._ranks, lanes)]
-        return ray.get(futures)
-
-    def _with_restart(self, lanes: list[tuple[list[Prepared], GenerationSettings]]) -> list[list[Generated]]:
-        try:
-            return self._run_lanes(lanes)
-        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as first:
-            try:
-                self.restart()
-                return self._run_lanes(lanes)
-            except Exception as second:
-                raise GangError(f"gang failed again after a restart: {second}") from first
-
     def generate(self, requests: list[Prepared], settings: GenerationSettings) -> list[Generated]:
         """One batch under one settings, split over the ranks (`split`); results in request order."""
         parts = self.split(requests)
-        results = self._with_restart([([requests[i] for i in part], settings) for part in parts])
+        results = self.generate_lanes([([requests[i] for i in part], settings) for part in parts])
         out: list[Generated | None] = [None] * len(requests)
         for part, res in zip(parts, results):
             for i, g in zip(part, res):
@@ -197,10 +190,50 @@ class ExpertShardedReplica:
     def generate_lanes(self, lanes: list[tuple[list[Prepared], GenerationSettings]]) -> list[list[Generated]]:
         """One lockstep call with one lane per rank: rank r runs `lanes[r] = (requests, settings)`. Requests may be
         empty and settings may differ between ranks (budgets, greedy or seeded sampling): the ranks stay in lockstep
-        whatever each one runs. Same restart-and-rerun-once semantics as `generate` (GangError if the rerun fails)."""
+        whatever each one runs. Same restart-and-rerun-once semantics as `stream_lanes`."""
+        stream = self.stream_lanes(lanes)
+        while True:
+            try:
+                next(stream)
+            except StopIteration as done:
+                return done.value
+
+    def stream_lanes(self, lanes: list[tuple[list[Prepared], GenerationSettings]]):
+        """`generate_lanes` as it runs: yields `(lane, index in lane, token)` as soon as a rank produced the token,
+        and returns the per-lane `Generated` lists. If a rank dies (or a call fails) the gang is rebuilt and the
+        lanes run once more; tokens already yielded are not yielded again (the rerun reproduces them: greedy, or
+        sampling from the lane's seed). A second failure raises `GangError`."""
         if len(lanes) != self.k:
             raise ValueError(f"{len(lanes)} lanes for a gang of {self.k} ranks")
-        return self._with_restart(lanes)
+        sent = [[0] * len(reqs) for reqs, _ in lanes]
+        try:
+            return (yield from self._stream_once(lanes, sent))
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as first:
+            try:
+                self.restart()
+                return (yield from self._stream_once(lanes, sent))
+            except Exception as second:
+                raise GangError(f"gang failed again after a restart: {second}") from first
+
+    def _stream_once(self, lanes, sent):
+        gens = {r: rank.stream.remote(reqs, settings) for r, (rank, (reqs, settings)) in enumerate(zip(self._ranks, lanes))}
+        results: list = [None] * self.k
+        seen = [[0] * len(reqs) for reqs, _ in lanes]  # tokens of this attempt, per request
+        while gens:
+            ready, _ = ray.wait(list(gens.values()), num_returns=1)
+            for gen in ready:
+                r = next(r for r, g in gens.items() if g is gen)
+                kind, payload = ray.get(next(gen))
+                if kind == "done":
+                    results[r] = payload
+                    del gens[r]  # its last item: never wait on a finished generator
+                    continue
+                for i, tok in payload:
+                    seen[r][i] += 1
+                    if seen[r][i] > sent[r][i]:
+                        sent[r][i] += 1
+                        yield r, i, tok
+        return results
 
     def info(self) -> list[dict]:
         return ray.get([r.info.remote() for r in self._ranks])

@@ -8,7 +8,7 @@ Batching: one gang thread loops
 
     wait for a first job, then up to `batch_wait_timeout_s` for company (JobQueue.take, as the decode thread does)
     -> take up to `max_batch_size` x K jobs and `max_batch_tokens` x K padded (prompt + new) tokens
-    -> plan one lane per rank (`plan_lanes`) -> one `gang.generate_lanes` call -> deliver every job's tokens
+    -> plan one lane per rank (`plan_lanes`) -> one `gang.stream_lanes` call -> each token to its job as it comes
 
 A lane is one rank's share of the step, run under one `GenerationSettings`. Greedy jobs share lanes, balanced over
 the ranks by their work; a lane's budget is its longest job's and each job keeps only its own `max_tokens` (greedy
@@ -17,8 +17,10 @@ seeded with its seed, so its answer does not depend on what else runs; at most K
 step, the others wait at the head of the queue for the next step. Jobs arriving during a step wait for the next
 one: there is no joining a running step (the K = 1 replica's continuous batch does that).
 
-Streaming: a gang step returns whole sequences, so a streamed response gets its chunks when its sequence is
-finished (the same events, text and stop-string handling as K = 1, delivered together), not token by token.
+Streaming: every rank streams its tokens step by step (`ExpertShardedReplica.stream_lanes`), and each goes to its
+job at once, so a streamed response gets its chunks token by token, as at K = 1 (same text and stop-string
+handling). A restarted step does not send a token twice: the rerun reproduces the tokens already sent and only the
+later ones are delivered.
 
 Faults: a dead rank (or a failing call) makes `ExpertShardedReplica` tear down and rebuild the whole gang and rerun
 the step once, so its requests are answered. If the rerun fails too, the step's requests get 503 (`unavailable`),
@@ -140,34 +142,35 @@ class GangRuntime(Frontend):
                 self._fail(jobs, exc)
 
     def _step(self, lanes: list[list]) -> None:
+        """One gang step; every token goes to its job as soon as its rank produced it."""
         from replicas import GangError
 
+        jobs = [j for lane in lanes for j in lane]
+        counts = {id(j): 0 for j in jobs}
+        open_jobs = {id(j) for j in jobs}
+        stream = self.gang.stream_lanes([([j.prepared for j in lane], self.lane_settings(lane)) for lane in lanes])
         try:
-            results = self.gang.generate_lanes([([j.prepared for j in lane], self.lane_settings(lane))
-                                                for lane in lanes])
+            for r, i, tok in stream:
+                job = lanes[r][i]
+                if id(job) in open_jobs and self._feed(job, tok, counts):
+                    open_jobs.discard(id(job))
         except GangError as exc:
-            n = sum(len(lane) for lane in lanes)
-            log.error("expert-sharded gang failed for %d requests after a restart: %s", n, exc)
-            self._fail([j for lane in lanes for j in lane], unavailable(
+            log.error("expert-sharded gang failed for %d requests after a restart: %s", len(jobs), exc)
+            self._fail([j for j in jobs if id(j) in open_jobs], unavailable(
                 "the expert-sharded model replica lost a rank and the retry on its restarted gang failed too; "
                 "retry later"))
             self._rebuild()
             return
-        if len(results) != len(lanes) or any(len(r) != len(lane) for r, lane in zip(results, lanes)):
-            raise RuntimeError(f"the gang returned {[len(r) for r in results]} results for lanes of "
-                               f"{[len(lane) for lane in lanes]} requests")
-        for lane, generated in zip(lanes, results):
-            for job, g in zip(lane, generated):
-                self._deliver(job, g.tokens)
+        for job in jobs:
+            if id(job) in open_jobs:
+                job.fail(RuntimeError(f"the gang returned {counts[id(job)]} tokens without EOS for a budget of "
+                                      f"{job.params.max_new_tokens}"))
 
-    def _deliver(self, job, tokens: list[int]) -> None:
-        """Feed a finished sequence to the job as the decode thread would, token by token, cut at its own budget."""
-        budget = job.params.max_new_tokens
-        for i, tok in enumerate(tokens[:budget]):
-            finish = "stop" if tok in self.eos_set else ("length" if i + 1 >= budget else None)
-            if job.on_token(tok, finish) or finish is not None:
-                return
-        job.fail(RuntimeError(f"the gang returned {len(tokens)} tokens without EOS for a budget of {budget}"))
+    def _feed(self, job, tok: int, counts: dict) -> bool:
+        """Hand one token to a job as the decode thread would, cut at its own budget; True when the job is done."""
+        counts[id(job)] += 1
+        finish = "stop" if tok in self.eos_set else ("length" if counts[id(job)] >= job.params.max_new_tokens else None)
+        return bool(job.on_token(tok, finish)) or finish is not None
 
     @staticmethod
     def _fail(jobs: list, exc: BaseException) -> None:

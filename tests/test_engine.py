@@ -139,3 +139,21 @@ def test_failed_compilation_falls_back_to_the_same_step(tiny_dir):
         out = engine.generate(reqs, settings)
     assert engine._batch._step.mode == "static"
     assert [o.tokens for o in out] == [o.tokens for o in Engine(model, max_batch_size=2).generate(reqs, settings)]
+
+
+def test_stream_batch_yields_each_step_then_the_results(tiny_dir):
+    """The lockstep batch (what an expert-parallel rank runs) streams one event per decode step with the tokens of
+    the rows still live; joined, the events are exactly the final tokens."""
+    model = ernie_vl.load_model(tiny_dir)
+    reqs = _requests(model, torch.Generator().manual_seed(5))
+    free = Engine(model).generate(reqs, GenerationSettings(max_new_tokens=7))
+    eos = free[1].tokens[2]  # request 1 stops early inside the batch
+    settings = GenerationSettings(max_new_tokens=7, eos_token_id=[eos])
+    *events, results = Engine(model).stream_batch(reqs, settings)
+    joined = [[] for _ in reqs]
+    for event in events:
+        for i, tok in event:
+            joined[i].append(tok)
+    assert joined == [g.tokens for g in results] == [g.tokens for g in Engine(model).generate(reqs, settings)]
+    assert len(events) == max(len(g.tokens) for g in results) == 7
+    assert len(results[1].tokens) <= 3 and results[1].finish_reason == "stop"

@@ -48,6 +48,19 @@ def test_gang_equals_single_process_and_survives_a_dead_rank(ray_local, tiny_dir
         ray.kill(gang.rank_actors[1], no_restart=True)  # a rank dies: the whole gang is rebuilt, the batch rerun
         assert [g.tokens for g in gang.generate(reqs, settings)] == expected
         assert gang.restarts == 1
+
+        # streamed: every token once, in order per request; a rank killed after tokens went out (ranks run at most
+        # 8 steps ahead of the reader, so it is mid-step): the rerun sends only the later ones
+        lanes = [(reqs[:3], GenerationSettings(max_new_tokens=24)), (reqs[3:], GenerationSettings(max_new_tokens=20))]
+        want = [[g.tokens for g in lane] for lane in gang.generate_lanes(lanes)]
+        got = [[[] for _ in reqs[:3]], [[] for _ in reqs[3:]]]
+        stream = gang.stream_lanes(lanes)
+        for n, (r, i, tok) in enumerate(stream):
+            got[r][i].append(tok)
+            if n == 3:
+                ray.kill(gang.rank_actors[0], no_restart=True)
+        assert got == want
+        assert gang.restarts == 2
     finally:
         gang.shutdown()
 
