@@ -200,9 +200,9 @@ def best_of(runners: dict, repeats: int) -> dict:
 
 
 def ceilings(device, dtype) -> dict:
-    """Measured matmul FLOP/s, memory copy bandwidth and weight-streaming read bandwidth (matrix-vector) of this device: the best of several short probes (a busy
-    machine only ever makes a probe slower). The copy buffer is far larger than the CPU caches, so it measures
-    memory, as weight streaming in decode does."""
+    """Measured matmul FLOP/s, memory copy bandwidth and weight-streaming read bandwidth (matrix-vector) of this
+    device: the best of several short probes (a busy machine only ever makes a probe slower). The buffers are far
+    larger than the CPU caches, so they measure memory, as weight streaming in decode does."""
     cuda = device.type == "cuda"
     n = 4096 if cuda else 1024
     a = torch.randn(n, n, device=device, dtype=dtype)
@@ -311,7 +311,7 @@ def run(a: argparse.Namespace) -> int:
         result["ours"] = best_of({"ours": ours_once}, a.repeats)["ours"][0]
     else:
         hf_once = hf_runner(ref, cfg, reqs, device, "grouped_mm")
-        # parity first, on the warm-up-free first runs: no speed is reported for a model that disagrees
+        # parity first (one run each, after their warm-ups): no speed is reported for a model that disagrees
         ours_tok, hf_tok = ours_once()[1], hf_once()[1]
         result["parity"] = check_parity(ours_tok, hf_tok, dtype)
         if not result["parity"]["ok"]:

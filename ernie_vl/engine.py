@@ -53,8 +53,17 @@ class Generated:
     prompt_tokens: int
     latency_s: float
 
-__all__ = ["DECODE_MODES", "Engine", "Generated", "GenerationSettings", "Prepared", "collate", "read_eos_ids",
-           "resolve_decode_mode"]
+__all__ = ["DECODE_MODES", "Engine", "Generated", "GenerationSettings", "Prepared", "collate", "drain",
+           "read_eos_ids", "resolve_decode_mode"]
+
+
+def drain(gen):
+    """Run a generator to its end; its return value."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as done:
+            return done.value
 
 
 class _Request:
@@ -113,8 +122,8 @@ class Engine:
     @torch.inference_mode()  # on a generator function torch re-enters the mode at every resumption only
     def stream_batch(self, requests: list[Prepared], settings: GenerationSettings):
         """The lockstep batch of an expert-parallel rank as it runs: yields `[(request index, token), ...]` after
-        every step that produced tokens (the live rows' new tokens), and finally the `Generated` list."""
-        yield from self._iter_batch(requests, settings)
+        every step that produced tokens (the live rows' new tokens); returns the `Generated` list (`drain`)."""
+        return (yield from self._iter_batch(requests, settings))
 
     def _generate_continuous(self, requests: list[Prepared], s: GenerationSettings) -> list[Generated]:
         """Continuous batching over `max_batch_size` cache slots (`slots.ContinuousBatch`): a finished sequence frees
@@ -157,8 +166,7 @@ class Engine:
         return results  # type: ignore[return-value]
 
     def _generate_batch(self, batch: list[Prepared], s: GenerationSettings) -> list[Generated]:
-        *_, results = self._iter_batch(batch, s)
-        return results
+        return drain(self._iter_batch(batch, s))
 
     def _iter_batch(self, batch: list[Prepared], s: GenerationSettings):
         model = self.model
@@ -169,8 +177,7 @@ class Engine:
                 idle_prefill(model)
                 while any_rank(False, model.device, self.group):
                     idle_decode(model)
-            yield []
-            return
+            return []
         t0 = time.perf_counter()
         inputs = collate(batch, self.pad_token_id)
         B, S = inputs["input_ids"].shape
@@ -180,7 +187,7 @@ class Engine:
         next_pos = out.position_ids[:, :, -1:] + 1
         mask = inputs["attention_mask"].to(model.device)
         logits = out.logits[:, -1]
-        eos = torch.tensor(s.eos_token_id or [], dtype=torch.long, device=model.device)
+        eos = set(s.eos_token_id or [])
         alive = list(range(B))  # original row of each live batch row
         tokens: list[list[int]] = [[] for _ in range(B)]
         finish = ["length"] * B
@@ -189,8 +196,8 @@ class Engine:
         while True:
             if active:
                 nxt = sample_next(logits, s.do_sample, s.temperature, s.top_k, s.top_p, gen)
-                stop = torch.isin(nxt, eos) if eos.numel() else torch.zeros_like(nxt, dtype=torch.bool)
-                nxt_l, stop_l = nxt.tolist(), stop.tolist()
+                nxt_l = nxt.tolist()  # the step's one device->host read
+                stop_l = [tok in eos for tok in nxt_l]
                 now = time.perf_counter() - t0
                 for r, tok, st in zip(alive, nxt_l, stop_l):
                     tokens[r].append(tok)
@@ -221,7 +228,7 @@ class Engine:
             out = model(nxt[:, None], mask, position_ids=next_pos, cache=cache)
             next_pos = next_pos + 1
             logits = out.logits[:, -1]
-        yield [
+        return [
             Generated(tokens[b], finish[b], batch[b].num_prompt_tokens, latency[b] if finish[b] == "stop" else end)
             for b in range(B)
         ]

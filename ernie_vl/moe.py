@@ -115,7 +115,6 @@ def _grouped_mm(a, b, offs):
     return _f_grouped_mm(a, b, offs=offs)
 
 
-
 def experts_grouped(x_TD, idx_TK, w_TK, gate_up_E2FD, down_EDF):
     T, D = x_TD.shape
     E, F2, _ = gate_up_E2FD.shape

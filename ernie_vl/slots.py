@@ -193,32 +193,30 @@ def _bucketed(n: int, unit: int = _BUCKET) -> int:
 
 class VisionAhead:
     """Vision features of requests encoded before their prefill: the engine encodes the requests it will admit next
-    while the current batch decodes (`ContinuousBatch.admit(rows, features)` takes them). On CUDA the encoding runs on a side stream, so the vision tower's matmuls
-    overlap the decode steps' weight reads; elsewhere it is the same work done earlier (no overlap)."""
+    while the current batch decodes (`ContinuousBatch.admit(rows, features)` takes them). On CUDA the encoding runs
+    on a side stream, so the vision tower's matmuls overlap the decode steps' weight reads; elsewhere it is the same
+    work done earlier (no overlap)."""
 
     def __init__(self, model, requests: list[Prepared]):
         self.model, self.requests = model, requests
         self.feats: dict[int, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
         self.stream = torch.cuda.Stream(model.device) if model.device.type == "cuda" else None
 
-    def _tokens(self, grid: torch.Tensor | None, video: bool) -> int:
-        if grid is None:
-            return 0
-        v = self.model.config.vision
-        per = v.spatial_merge_size**2 * (v.temporal_merge_size if video else 1)
-        return int((grid.prod(-1) // per).sum())
-
     def _encode(self, todo: list[int]) -> None:
         reqs = [self.requests[i] for i in todo]
         parts = {}
-        for key, grid_key, encode, video in (("pixel_values", "image_grid_thw", self.model.encode_images, False),
-                                             ("pixel_values_videos", "video_grid_thw", self.model.encode_videos, True)):
+        cfg = self.model.config
+        for key, grid_key, encode, token_id in (
+            ("pixel_values", "image_grid_thw", self.model.encode_images, cfg.image_token_id),
+            ("pixel_values_videos", "video_grid_thw", self.model.encode_videos, cfg.video_token_id),
+        ):
             have = [r for r in reqs if getattr(r, key) is not None]
             if not have:
                 parts[key] = [None] * len(reqs)
                 continue
             feats = encode(torch.cat([getattr(r, key) for r in have]), torch.cat([getattr(r, grid_key) for r in have]))
-            it = iter(feats.split([self._tokens(getattr(r, grid_key), video) for r in have]))
+            # one feature row per placeholder token (what `model.embed` checks)
+            it = iter(feats.split([int((r.input_ids == token_id).sum()) for r in have]))
             parts[key] = [next(it) if getattr(r, key) is not None else None for r in reqs]
         for j, i in enumerate(todo):
             self.feats[i] = (parts["pixel_values"][j], parts["pixel_values_videos"][j])
@@ -251,6 +249,13 @@ class VisionAhead:
             if got:
                 out[name] = torch.cat(got)
         return out
+
+
+def finish_reason(token: int, n_tokens: int, max_new_tokens: int, eos: set[int]) -> str | None:
+    """Why a row ends with this token, its `n_tokens`-th: "stop" (EOS), "length" (budget spent) or None."""
+    if token in eos:
+        return "stop"
+    return "length" if n_tokens >= max_new_tokens else None
 
 
 def _pow2(n: int) -> int:
@@ -377,8 +382,7 @@ class ContinuousBatch:
         for slot, tok in zip(slots, nxt.tolist()):
             row = self.rows[slot]
             self.counts[slot] += 1
-            finish = "stop" if tok in self.eos else ("length" if self.counts[slot] >= row.params.max_new_tokens
-                                                     else None)
+            finish = finish_reason(tok, self.counts[slot], row.params.max_new_tokens, self.eos)
             halted = row.on_token(tok, finish)
             if finish is not None or halted:
                 self._free_slot(slot)

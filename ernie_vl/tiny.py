@@ -57,9 +57,8 @@ def random_model(cfg: ModelConfig, dtype: torch.dtype, device, seed: int = 0):
     g = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         for key, p in model.named_parameters():
-            for i in range(p.shape[0] if p.dim() == 3 else 1):  # stacked experts one at a time (less scratch)
-                dst = p[i] if p.dim() == 3 else p
-                dst.copy_(_random_value(key, dst.shape if p.dim() != 3 else p.shape[1:], g, device))
+            for dst in (p.unbind(0) if p.dim() == 3 else [p]):  # stacked experts one at a time (less scratch)
+                dst.copy_(_random_value(key, dst.shape, g, device))
     return model.eval()
 
 

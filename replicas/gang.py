@@ -22,7 +22,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from ernie_vl.engine import Generated, GenerationSettings, Prepared
+from ernie_vl.engine import Generated, GenerationSettings, Prepared, drain
 
 
 class GangError(RuntimeError):
@@ -70,11 +70,13 @@ class _Rank:
     @ray.method(_generator_backpressure_num_objects=8)  # at most 8 steps ahead of the consumer
     def stream(self, requests: list[Prepared], settings: GenerationSettings):
         """A Ray streaming generator: ("tokens", [(request index, token), ...]) per step, then ("done", results)."""
-        for item in self.engine.stream_batch(requests, settings):
-            if item and isinstance(item[0], Generated) or not requests:
-                yield "done", item
-            else:
-                yield "tokens", item
+        steps = self.engine.stream_batch(requests, settings)
+        while True:
+            try:
+                yield "tokens", next(steps)
+            except StopIteration as done:
+                yield "done", done.value
+                return
 
 
 class ExpertShardedReplica:
@@ -191,12 +193,7 @@ class ExpertShardedReplica:
         """One lockstep call with one lane per rank: rank r runs `lanes[r] = (requests, settings)`. Requests may be
         empty and settings may differ between ranks (budgets, greedy or seeded sampling): the ranks stay in lockstep
         whatever each one runs. Same restart-and-rerun-once semantics as `stream_lanes`."""
-        stream = self.stream_lanes(lanes)
-        while True:
-            try:
-                next(stream)
-            except StopIteration as done:
-                return done.value
+        return drain(self.stream_lanes(lanes))
 
     def stream_lanes(self, lanes: list[tuple[list[Prepared], GenerationSettings]]):
         """`generate_lanes` as it runs: yields `(lane, index in lane, token)` as soon as a rank produced the token,

@@ -5,7 +5,7 @@ One runtime per replica: `ModelRuntime` (the whole model in this process, below)
 turns a validated request into a `RequestJob` (media, processor and limit checks run in a small thread pool, so a big
 video does not stall the event loop); `submit` queues it (batching.py); in `ModelRuntime` one decode thread admits
 queued jobs into the continuous batch (decode.py) between decode steps and pushes events to each job's asyncio queue
-as tokens come out (`GangRuntime` pushes the same events when a gang step returns):
+as tokens come out (`GangRuntime` pushes the same events as its gang streams tokens):
 
     ("delta", text)                       streaming requests only, text safe to send
     ("done", finish_reason, n_tokens)     finish_reason "stop" | "length"

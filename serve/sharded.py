@@ -35,6 +35,7 @@ import threading
 from types import SimpleNamespace
 
 from ernie_vl.engine import GenerationSettings
+from ernie_vl.slots import finish_reason
 
 from .errors import unavailable
 from .runtime import Frontend
@@ -169,7 +170,7 @@ class GangRuntime(Frontend):
     def _feed(self, job, tok: int, counts: dict) -> bool:
         """Hand one token to a job as the decode thread would, cut at its own budget; True when the job is done."""
         counts[id(job)] += 1
-        finish = "stop" if tok in self.eos_set else ("length" if counts[id(job)] >= job.params.max_new_tokens else None)
+        finish = finish_reason(tok, counts[id(job)], job.params.max_new_tokens, self.eos_set)
         return bool(job.on_token(tok, finish)) or finish is not None
 
     @staticmethod

@@ -149,7 +149,13 @@ def test_stream_batch_yields_each_step_then_the_results(tiny_dir):
     free = Engine(model).generate(reqs, GenerationSettings(max_new_tokens=7))
     eos = free[1].tokens[2]  # request 1 stops early inside the batch
     settings = GenerationSettings(max_new_tokens=7, eos_token_id=[eos])
-    *events, results = Engine(model).stream_batch(reqs, settings)
+    stream, events = Engine(model).stream_batch(reqs, settings), []
+    while True:
+        try:
+            events.append(next(stream))
+        except StopIteration as done:
+            results = done.value
+            break
     joined = [[] for _ in reqs]
     for event in events:
         for i, tok in event:

@@ -32,6 +32,4 @@ def test_expert_parallel_projection_matches_a_sharded_model():
         held = sum(p.numel() * 4 for p in model.parameters())
         proj = expert_parallel_projection(cfg, K, card_gb=80, batch=8, bytes_per_elem=4)
         assert abs(proj["weights_per_rank_gb"] * 1e9 - held) < 1e-3 * held
-        t = cfg.text
-        assert proj["a2a_bytes_per_token"] == 2 * t.moe_k * t.hidden_size * 4 * (K - 1) / K * len(t.sparse_layers)
     assert expert_parallel_projection(cfg, 1, 80, 8)["a2a_bytes_per_token"] == 0
