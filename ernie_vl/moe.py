@@ -29,10 +29,6 @@ def set_experts_impl(name: str) -> None:
     _experts_impl = name
 
 
-def get_experts_impl() -> str:
-    return _experts_impl
-
-
 class MLP(nn.Module):
     """SwiGLU MLP: the dense layers and the shared experts."""
 
