@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ernie_vl.bench_generate import _config, _parameters_on_meta, build_models, workload
+from ernie_vl.bench.generate import _config, _parameters_on_meta, build_models, workload
 
 
 @pytest.mark.parametrize("shape", ["tiny", "small", "28b"])
@@ -33,7 +33,7 @@ def test_build_models_shares_weights_and_agrees():
     assert all(p is mine[n] for n, p in ref.named_parameters(remove_duplicate=False))
     assert all(p.device.type == "cpu" for p in ref.parameters())
     assert ref.model.language_model.layers[1].mlp.text_moe.gate.weight.dtype == torch.float32
-    from ernie_vl.bench_generate import _hf_inputs
+    from ernie_vl.bench.generate import _hf_inputs
 
     kw = _hf_inputs(cfg, workload(cfg, 2))
     with torch.inference_mode():

@@ -1,7 +1,7 @@
 """The memory arithmetic counts exactly the parameters the model has."""
 
 from ernie_vl.config import named_config
-from ernie_vl.memory import kv_bytes_per_token, kv_capacity, weight_bytes
+from ernie_vl.bench.memory import kv_bytes_per_token, kv_capacity, weight_bytes
 from ernie_vl.model import ErnieVLForConditionalGeneration
 
 
@@ -23,7 +23,7 @@ def test_28b_capacity_arithmetic():
 def test_expert_parallel_projection_matches_a_sharded_model():
     """Per-rank weights of the projection equal the parameters a rank really holds after `shard_model`."""
     from ernie_vl.expert_parallel import Placement, shard_model
-    from ernie_vl.memory import expert_parallel_projection
+    from ernie_vl.bench.memory import expert_parallel_projection
 
     cfg = named_config("small")
     for K in (2, 4):

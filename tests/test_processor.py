@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ernie_vl.bench_preprocess import write_video
+from ernie_vl.bench.preprocess import write_video
 from ernie_vl.errors import ChatFormatError, ImageError, PlaceholderMismatchError
 from ernie_vl.processor import PACKAGED_FONT, Processor, ProcessorOutput, write_processor_files
 from ernie_vl.tokenizer import write_tiny_tokenizer

@@ -5,7 +5,7 @@ import torch
 import ernie_vl
 from ernie_vl import moe
 from ernie_vl.engine import Prepared
-from ernie_vl.roofline import floor, workload_costs
+from ernie_vl.bench.roofline import floor, workload_costs
 
 
 def _reqs(model):

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ernie_vl.bench_preprocess import write_video
+from ernie_vl.bench.preprocess import write_video
 from ernie_vl.errors import VideoError
 from ernie_vl.processor import PACKAGED_FONT
 from ernie_vl.video import (

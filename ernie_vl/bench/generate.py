@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import named_config
-from .engine import DECODE_MODES, Engine, GenerationSettings, Prepared, resolve_decode_mode
+from ..config import named_config
+from ..engine import DECODE_MODES, Engine, GenerationSettings, Prepared, resolve_decode_mode
 
 TEXT_BEFORE, TEXT_AFTER, IMAGE_GRID, NEW_TOKENS = 64, 32, (1, 32, 32), 32
 SHAPES = {"tiny": "tiny", "small": "small", "28b": "28b-a3b"}
@@ -84,7 +84,7 @@ def build_models(cfg, dtype, device, with_hf: bool):
     """Our model with random weights of `cfg` made on `device`, and transformers' model sharing the very same
     parameter tensors (the module trees use the same names and shapes), so that both fit on one card even at the
     28B shape and both read identical weights. Routers stay float32 in both, as in real checkpoints."""
-    from .tiny import random_model
+    from ..tiny import random_model
 
     ours = random_model(cfg, dtype, device, seed=0)
     ref = None
@@ -128,8 +128,8 @@ def ours_runner(model, reqs, device, decode: str):
 
 
 def _hf_inputs(cfg, reqs):
-    from .engine import collate
-    from .positions import token_types
+    from ..engine import collate
+    from ..positions import token_types
 
     kw = collate(reqs)
     mm, moe = token_types(kw["input_ids"], cfg)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .engine import Engine, GenerationSettings, Prepared
+from ..engine import Engine, GenerationSettings, Prepared
 
 
 def _grouped_mm_flops(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:

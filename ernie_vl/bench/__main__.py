@@ -13,19 +13,19 @@ import sys
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "preprocess": (
-        "ernie_vl.bench_preprocess",
+        "ernie_vl.bench.preprocess",
         "images/s and videos/s of ernie_vl preprocessing vs the transformers 5.23.0 reference",
     ),
     "generate": (
-        "ernie_vl.bench_generate",
+        "ernie_vl.bench.generate",
         "prefill/decode/samples per second of our engine vs transformers 5.23.0 on the W1 image-MCQ workload",
     ),
     "experts": (
-        "ernie_vl.bench_experts",
+        "ernie_vl.bench.experts",
         "per-rank memory, samples/s and all-to-all volume of expert-parallel replicas (K = 1, 2, ...)",
     ),
     "memory": (
-        "ernie_vl.memory",
+        "ernie_vl.bench.memory",
         "weights by part and KV-cache capacity of a model shape on 80 and 141 GB cards",
     ),
     "pipeline": (

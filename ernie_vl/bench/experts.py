@@ -30,10 +30,10 @@ def _free_port() -> int:
 def _rank_main(rank, world, port, shape, batch, new_tokens, device, out_dir, placement_name):
     import torch.distributed as dist
 
-    from .bench_generate import _config, workload
-    from .engine import Engine, GenerationSettings
-    from .expert_parallel import Placement, a2a_bytes, shard_model
-    from .tiny import random_model
+    from .generate import _config, workload
+    from ..engine import Engine, GenerationSettings
+    from ..expert_parallel import Placement, a2a_bytes, shard_model
+    from ..tiny import random_model
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
     backend = "nccl" if device == "cuda" else "gloo"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .config import ModelConfig, named_config
+from ..config import ModelConfig, named_config
 
 
 def weight_bytes(cfg: ModelConfig, bytes_per_param: int = 2) -> dict[str, int]:

@@ -165,9 +165,9 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise SystemExit(f"the preprocess benchmark needs transformers==5.23.0 for the reference side: {e}")
 
-    from .image import ImageProcessor
-    from .processor import PACKAGED_FONT
-    from .video import VideoProcessor
+    from ..image import ImageProcessor
+    from ..processor import PACKAGED_FONT
+    from ..video import VideoProcessor
 
     if args.threads:
         torch.set_num_threads(args.threads)
