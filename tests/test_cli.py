@@ -2,7 +2,7 @@
 
 import json
 
-from ernie_vl.cli import main
+from ernie_vl_cli import main
 
 
 def test_make_tiny_convert_and_generate(tmp_path, capsys):

@@ -298,7 +298,7 @@ def test_replica_killed_mid_run_every_sample_exactly_once(ray_session, fault_dat
 
 def test_driver_kill_9_then_rerun_every_sample_exactly_once(ray_session, fault_data, tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "ernie_vl.cli", "eval", "--benchmark", "demo", "--data", str(fault_data),
+    cmd = [sys.executable, "-m", "ernie_vl_cli", "eval", "--benchmark", "demo", "--data", str(fault_data),
            "--out", str(out), "--batch-size", "4", "--quiet"]
     env = dict(os.environ, RAY_ADDRESS=ray_session, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -36,7 +36,7 @@ def test_readme_serve_command_curl_and_openai_examples_work(tmp_path):
     assert "ernie-vl serve " in _blocks("bash")[0] or "ernie-vl serve\n" in _blocks("bash")[0]
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ernie_vl.cli", "serve", "--port", str(port), "--num-cpus", "0.5",
+        [sys.executable, "-m", "ernie_vl_cli", "serve", "--port", str(port), "--num-cpus", "0.5",
          "--torch-threads", "1"],
         cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )

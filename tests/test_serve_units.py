@@ -101,7 +101,7 @@ def test_settings_refuse_unknown_keys_plain_keys_and_loose_prefixes():
 
 
 def test_serve_command_is_registered_and_bad_expert_shards_fail_cleanly(capsys):
-    from ernie_vl.cli import build_parser
+    from ernie_vl_cli import build_parser
     from serve.cli import settings_from_args
 
     args = build_parser().parse_args(["serve", "--expert-shards", "0"])

@@ -1,4 +1,8 @@
-"""The `ernie-vl` command line: make-tiny, convert, generate, eval, score, report, serve."""
+"""The `ernie-vl` command line: make-tiny, convert, generate, eval, score, report, serve.
+
+The top of the import graph: this package may import every part (ernie_vl, pipelines, serve); none of them imports
+it. `python -m ernie_vl_cli ...` runs the same command line as `ernie-vl ...`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from pathlib import Path
 
 
 def _cmd_make_tiny(a) -> int:
-    from .tiny import make_tiny
+    from ernie_vl.tiny import make_tiny
 
     path = make_tiny(a.dir, seed=a.seed, layout=a.layout)
     print(f"wrote a tiny random checkpoint ({a.layout} layout, seed {a.seed}) to {path}")
@@ -16,7 +20,7 @@ def _cmd_make_tiny(a) -> int:
 
 
 def _cmd_convert(a) -> int:
-    from .convert import convert
+    from ernie_vl.convert import convert
 
     to = convert(a.src, a.dst, to=a.to, dtype=a.dtype, config_format=a.config_format)
     print(f"converted {a.src} -> {a.dst} ({to} layout)")
@@ -26,10 +30,10 @@ def _cmd_convert(a) -> int:
 def _cmd_generate(a) -> int:
     import torch
 
-    from .engine import read_eos_ids
-    from .processor import Processor
-    from .tiny import default_model_path
-    from .weights import load_model
+    from ernie_vl.engine import read_eos_ids
+    from ernie_vl.processor import Processor
+    from ernie_vl.tiny import default_model_path
+    from ernie_vl.weights import load_model
 
     path = Path(a.model) if a.model else default_model_path()
     model = load_model(path, dtype=a.dtype, device=a.device)
@@ -56,7 +60,7 @@ def _cmd_generate(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ernie-vl", description=__doc__)
+    p = argparse.ArgumentParser(prog="ernie-vl", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("make-tiny", help="write a tiny random checkpoint folder")
@@ -85,8 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None)
     s.set_defaults(func=_cmd_generate)
 
-    # the eval/score/report and serve commands live in the pipelines and serve packages of the same distribution;
-    # they are imported here, at parser construction, and nowhere else in ernie_vl
+    # the eval/score/report and serve commands are declared by the pipelines and serve packages themselves
     from pipelines.cli import add_eval_commands
     from serve.cli import add_serve_command
 
@@ -102,7 +105,3 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"ernie-vl {args.command}: error: {e}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
