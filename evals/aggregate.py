@@ -2,6 +2,8 @@
 
 A *scored row* is ``sample.to_record()`` plus ``prediction``, ``extracted``, ``score``, ``error``.
 A *metric row* is ``{benchmark, flavor, metric, category, value, n}``; ``category`` None = overall.
+:data:`METRIC_COLUMNS` is the one definition of those columns and of ``metrics.parquet`` (the pipeline and
+:mod:`evals.scoring` both write :func:`metrics_table`).
 
 Conventions used by every benchmark:
 
@@ -19,7 +21,21 @@ import math
 from collections import defaultdict
 from typing import Any, Callable, Iterable
 
+import pyarrow as pa
+
 from evals.sample import decode_record
+
+# (name, type, description): the columns of a metric row and of metrics.parquet, in this order.
+METRIC_COLUMNS: list[tuple[str, pa.DataType, str]] = [
+    ("benchmark", pa.string(), "benchmark registry name"),
+    ("flavor", pa.string(), "scoring convention: official, lmms-eval, vlmevalkit"),
+    ("metric", pa.string(), "metric name (accuracy, anls, relaxed_accuracy, ...; errors and unparsed are counts)"),
+    ("category", pa.string(), "null for the overall value, else the category it is restricted to"),
+    ("value", pa.float64(), "metric value"),
+    ("n", pa.int64(), "samples the value is computed over"),
+]
+METRIC_NAMES = [n for n, _, _ in METRIC_COLUMNS]
+METRICS_SCHEMA = pa.schema([pa.field(n, t) for n, t, _ in METRIC_COLUMNS])
 
 
 def has_error(row: dict) -> bool:
@@ -38,8 +54,13 @@ def row_score(row: dict) -> float:
 
 
 def metric_row(benchmark: str, flavor: str, metric: str, category: str | None, value: float | None, n: int) -> dict:
-    return {"benchmark": benchmark, "flavor": flavor, "metric": metric, "category": category,
-            "value": None if value is None else float(value), "n": int(n)}
+    return dict(zip(METRIC_NAMES, (benchmark, flavor, metric, category, None if value is None else float(value),
+                                   int(n))))
+
+
+def metrics_table(rows: list[dict]) -> pa.Table:
+    """Metric rows (missing keys become null) → a table in :data:`METRICS_SCHEMA`."""
+    return pa.Table.from_pydict({n: [r.get(n) for r in rows] for n in METRIC_NAMES}, schema=METRICS_SCHEMA)
 
 
 def decode_rows(rows: Iterable[dict]) -> list[dict]:

@@ -1,11 +1,21 @@
-"""Re-scoring a finished run from its saved predictions, without touching a model.
+"""The one metrics path of a run: saved predictions → metric rows → ``metrics.parquet``.
 
 A run directory holds ``predictions/*.parquet`` — one row per sample with the record fields
 (``sample_id, benchmark, split, question, options, targets, category, subcategory, group, meta``) plus
-``prediction``, ``extracted``, ``score``, ``error``. :func:`rescore` re-runs
-``benchmark.score`` + ``benchmark.aggregate`` for one flavor and writes ``metrics.parquet``
-(``benchmark, flavor, metric, category, value, n``), replacing the rows of that flavor and keeping the
-others, so one run can carry official, lmms-eval and VLMEvalKit numbers side by side.
+``prediction``, ``extracted``, ``score``, ``error`` and, from the pipeline, ``flavor``. ``metrics.parquet`` has the
+columns of :data:`evals.aggregate.METRIC_COLUMNS` (``benchmark, flavor, metric, category, value, n``).
+
+Two entry points share one reader (:func:`read_predictions`), one aggregation (:func:`aggregate_rows`, i.e.
+``benchmark.aggregate`` per benchmark and flavor) and one writer (:func:`write_metrics`):
+
+* :func:`compute_metrics` — the pipeline, at the end of a run: the scores as saved, per benchmark and per the
+  flavor each row was scored with (its ``flavor``; ``official`` when absent); the pipeline then writes the
+  whole table.
+* :func:`rescore` — ``ernie-vl score``: re-runs ``benchmark.score`` for one flavor, then replaces the rows of that
+  flavor in ``metrics.parquet`` and keeps the others, so one run can carry official, lmms-eval and VLMEvalKit
+  numbers side by side.
+
+For the same predictions, rescoring with the flavor they were scored with gives the pipeline's table.
 
 If a sample appears more than once (a resumed run appended it again) the last row wins, files being
 read in name order.
@@ -14,22 +24,22 @@ read in name order.
 from __future__ import annotations
 
 import math
+import os
+import uuid
 from pathlib import Path
 from typing import Iterable
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evals.aggregate import has_error
+from evals.aggregate import METRIC_NAMES, has_error, metrics_table
 from evals.flavors import check_flavor
 from evals.registry import get_benchmark
 
 PREDICTIONS_DIR = "predictions"
 METRICS_FILE = "metrics.parquet"
+DEFAULT_FLAVOR = "official"  # rows without a ``flavor`` column were scored with it
 REQUIRED_COLUMNS = ("sample_id", "benchmark", "split", "question", "options", "targets", "category", "subcategory",
                     "group", "meta", "prediction")
-METRICS_SCHEMA = pa.schema([("benchmark", pa.string()), ("flavor", pa.string()), ("metric", pa.string()),
-                            ("category", pa.string()), ("value", pa.float64()), ("n", pa.int64())])
 
 
 def _clean(value):
@@ -38,11 +48,15 @@ def _clean(value):
     return value
 
 
-def read_predictions(out_dir) -> list[dict]:
-    """All prediction rows of a run (deduplicated by benchmark/split/sample_id, last wins)."""
+def read_predictions(out_dir, *, missing_ok: bool = False) -> list[dict]:
+    """All prediction rows of a run (deduplicated by benchmark/split/sample_id, last wins).
+
+    No prediction file raises FileNotFoundError, or gives ``[]`` with ``missing_ok`` (a run with nothing to do)."""
     folder = Path(out_dir) / PREDICTIONS_DIR
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
     if not files:
+        if missing_ok:
+            return []
         raise FileNotFoundError(f"no prediction files: expected {folder}/*.parquet")
     rows: dict[tuple, dict] = {}
     for file in files:
@@ -74,33 +88,43 @@ def score_rows(rows: Iterable[dict], flavor: str) -> list[dict]:
     return out
 
 
-def aggregate_rows(rows: list[dict], flavor: str) -> list[dict]:
-    """Metric rows of every benchmark present in ``rows`` (rows already scored for ``flavor``)."""
-    check_flavor(flavor)
-    by_benchmark: dict[str, list[dict]] = {}
+def aggregate_rows(rows: list[dict], flavor: str | None = None) -> list[dict]:
+    """Metric rows of every benchmark present in ``rows`` (sorted by benchmark, then flavor).
+
+    ``flavor``: every row was scored for it; None: each row for its own ``flavor`` (``official`` when absent)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
-        by_benchmark.setdefault(row["benchmark"], []).append(row)
+        fl = flavor or row.get("flavor") or DEFAULT_FLAVOR
+        groups.setdefault((row["benchmark"], fl), []).append(row)
     metrics = []
-    for name in sorted(by_benchmark):
-        metrics.extend(get_benchmark(name).aggregate(by_benchmark[name], flavor))
+    for name, fl in sorted(groups):
+        check_flavor(fl)
+        metrics.extend(get_benchmark(name).aggregate(groups[name, fl], fl))
     return metrics
 
 
-def write_metrics(out_dir, metrics: list[dict], flavor: str) -> Path:
-    """Write ``metrics.parquet``: the given rows replace the rows of ``flavor``, other flavors are kept."""
+def compute_metrics(out_dir) -> list[dict]:
+    """Metric rows of a run from its predictions as saved (no rescoring), every flavor present; ``[]`` without
+    predictions."""
+    return aggregate_rows(read_predictions(out_dir, missing_ok=True))
+
+
+def write_metrics(out_dir, metrics: list[dict], flavor: str | None = None) -> Path:
+    """Write ``metrics.parquet`` atomically: ``flavor`` given, ``metrics`` replace the rows of that flavor and the
+    other flavors' rows are kept; None, ``metrics`` are the whole table."""
     path = Path(out_dir) / METRICS_FILE
     kept = []
-    if path.is_file():
-        kept = [r for r in pq.read_table(path).to_pylist() if r.get("flavor") != flavor]
-    table = pa.Table.from_pylist([{k: r.get(k) for k in METRICS_SCHEMA.names} for r in kept + metrics],
-                                 schema=METRICS_SCHEMA)
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    if flavor is not None and path.is_file():
+        kept = [r for r in pq.read_table(path, columns=METRIC_NAMES).to_pylist() if r.get("flavor") != flavor]
+    tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:8]}")
+    pq.write_table(metrics_table(kept + metrics), tmp, compression="zstd")
+    with open(tmp, "rb+") as fh:  # durable before it becomes visible: never a torn metrics file after a crash
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
     return path
 
 
-def rescore(out_dir, flavor: str = "official") -> list[dict]:
+def rescore(out_dir, flavor: str = DEFAULT_FLAVOR) -> list[dict]:
     """Recompute the metrics of a finished run for ``flavor`` and write ``out_dir/metrics.parquet``."""
     check_flavor(flavor)
     rows = score_rows(read_predictions(out_dir), flavor)

@@ -159,3 +159,54 @@ def test_every_benchmark_end_to_end(tmp_path):
     report = write_report(tmp_path / "run", print_tables=False)
     for name in paths:
         assert name in report.text
+
+
+def scored(rows, flavor):
+    """Rows as the pipeline saves them: scored by their benchmark for ``flavor``, which they record."""
+    out = []
+    for row in rows:
+        row = dict(row, flavor=flavor)
+        if row["error"] is None:
+            row["extracted"], row["score"] = get_benchmark(row["benchmark"]).score(row, row["prediction"], flavor)
+        out.append(row)
+    return out
+
+
+def test_saved_scores_and_rescore_give_the_same_table(tmp_path):
+    """The pipeline's path (compute_metrics + write_metrics: saved scores, per recorded flavor) and `ernie-vl score`
+    (rescore) write identical metrics.parquet files for the same predictions."""
+    from evals.scoring import compute_metrics, write_metrics
+
+    for flavor in ("official", "vlmevalkit"):
+        run, again = tmp_path / flavor / "run", tmp_path / flavor / "again"
+        write_run(run, scored(demo_rows() + video_rows(), flavor))
+        write_run(again, scored(demo_rows() + video_rows(), flavor))
+        metrics = compute_metrics(run)
+        write_metrics(run, metrics)
+        assert rescore(again, flavor) == metrics
+        assert pq.read_table(run / "metrics.parquet").equals(pq.read_table(again / "metrics.parquet"))
+        assert {m["flavor"] for m in metrics} == {flavor}
+
+
+def test_compute_metrics_uses_each_rows_flavor_and_saved_scores(tmp_path):
+    from evals.scoring import compute_metrics, write_metrics
+
+    rows = scored(demo_rows(), "official") + scored(video_rows(), "lmms-eval")
+    rows[0] = dict(rows[0], score=0.0)  # a saved score is aggregated as saved, not recomputed
+    write_run(tmp_path, rows)
+    metrics = compute_metrics(tmp_path)
+    assert {(m["benchmark"], m["flavor"]) for m in metrics} == {("demo", "official"), ("videomme", "lmms-eval")}
+    assert values(metrics, "accuracy", None, "official")[0] == pytest.approx(80.0)  # 8/10: one error, one zeroed
+    assert compute_metrics(tmp_path / "empty") == []  # nothing written yet: no rows, no error
+    write_metrics(tmp_path, metrics)
+    rescore(tmp_path, "vlmevalkit")  # adds a flavor, keeps the others
+    write_metrics(tmp_path, metrics)  # the whole table: the pipeline's rows only
+    assert set(pd.read_parquet(tmp_path / "metrics.parquet")["flavor"]) == {"official", "lmms-eval"}
+
+
+def test_metric_rows_have_the_metrics_table_columns():
+    from evals.aggregate import METRIC_NAMES, METRICS_SCHEMA, metric_row, metrics_table
+
+    row = metric_row("demo", "official", "accuracy", None, 50, 4)
+    assert list(row) == METRIC_NAMES == METRICS_SCHEMA.names
+    assert metrics_table([row]).to_pylist() == [row] and metrics_table([]).schema == METRICS_SCHEMA
