@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from ernie_vl.errors import AspectRatioError, DecompressionBombError, ImageError
-from ernie_vl.image import ImageProcessor, ImageProcessorConfig, smart_resize
+from ernie_vl.image import ImageProcessor, ImageProcessorConfig
+from ernie_vl.image_transforms import smart_resize
 
 import transformers  # noqa: E402,F401 - part of the test extra: a missing one must fail, not skip
 from transformers import Ernie4_5_VLMoeImageProcessor  # noqa: E402

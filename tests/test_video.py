@@ -20,14 +20,10 @@ from PIL import Image
 from ernie_vl.bench.preprocess import write_video
 from ernie_vl.errors import VideoError
 from ernie_vl.processor import PACKAGED_FONT
-from ernie_vl.video import (
-    VideoMetadata,
-    VideoProcessor,
-    VideoProcessorConfig,
-    _OpenedVideo,
-    sample_frame_indices,
-    timestamp_texts,
-)
+from ernie_vl.video import VideoProcessor, VideoProcessorConfig
+from ernie_vl.video_decode import OpenedVideo
+from ernie_vl.video_sampling import VideoMetadata, sample_frame_indices
+from ernie_vl.video_timestamps import timestamp_texts
 
 import transformers  # noqa: E402,F401 - part of the test extra: a missing one must fail, not skip
 from transformers import Ernie4_5_VLMoeVideoProcessor  # noqa: E402
@@ -175,7 +171,7 @@ def test_skipping_decoder_equals_sequential_decode(tmp_path, container):
 
 
 def _decode_both_ways(path, wanted):
-    v1, v2 = _OpenedVideo(path, "a"), _OpenedVideo(path, "b")
+    v1, v2 = OpenedVideo(path, "a"), OpenedVideo(path, "b")
     try:
         fast = list(v1.frames(wanted))  # skipping mode for mp4/mkv
         v2._reopen()
@@ -378,7 +374,7 @@ def test_font_is_required_for_drawing(tmp_path):
 @pytest.mark.parametrize("hw", [(9, 200), (10, 10), (48, 64), (61, 97), (360, 640), (480, 854), (1080, 1920), (3000, 40)])
 def test_timestamp_drawing_matches_reference(hw):
     """Crop-based drawing with a cached font == the reference's whole-frame PIL round trip, for many texts."""
-    from ernie_vl.video import TimestampDrawer
+    from ernie_vl.video_timestamps import TimestampDrawer
 
     ref = Ernie4_5_VLMoeVideoProcessor(font=FONT)
     drawer = TimestampDrawer(FONT)
