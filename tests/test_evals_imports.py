@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EVALS = Path(__file__).resolve().parents[1] / "evals"
 FORBIDDEN = {"torch", "torchvision", "ray", "PIL", "av", "cv2", "decord", "transformers", "datasets",
              "ernie_vl", "pipelines", "serve"}
@@ -29,6 +31,7 @@ def test_no_forbidden_imports_in_source():
     assert not offenders, offenders
 
 
+@pytest.mark.subprocess
 def test_importing_every_module_loads_no_heavy_dependency():
     modules = sorted("evals." + ".".join(p.relative_to(EVALS).with_suffix("").parts)
                      for p in EVALS.rglob("*.py") if p != GENERATOR and p.name != "__init__.py")

@@ -89,6 +89,7 @@ def _worker(rank: int, world: int, port: int, ckpt: str, plan: str, out_dir: str
     dist.destroy_process_group()
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("plan", ["even", "modality-aware"])
 def test_two_rank_replica_equals_single_process(tiny_dir, tmp_path, plan):
     ctx = mp.get_context("spawn")

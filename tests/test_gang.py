@@ -7,6 +7,8 @@ import torch
 import ernie_vl
 from ernie_vl.engine import Engine, GenerationSettings, Prepared
 
+pytestmark = pytest.mark.ray
+
 
 @pytest.fixture(scope="module")
 def ray_local():

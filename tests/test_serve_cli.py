@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from serve_support import free_port
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.subprocess]
 
 import httpx  # noqa: E402,F401 - part of the test extra: a missing one must fail, not skip
 import openai  # noqa: E402,F401 - part of the test extra
