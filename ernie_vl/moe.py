@@ -176,15 +176,14 @@ class MoEBlock(nn.Module):
             MLP(cfg.hidden_size, cfg.shared_intermediate_size, cfg.use_bias) if cfg.moe_num_shared_experts else None
         )
 
-    def forward(self, x_BSD: torch.Tensor, vision_BS: torch.Tensor | None) -> torch.Tensor:
-        """`vision_BS`: True where a token is routed to the vision pool (None: every token is text, as in decode)."""
+    def forward(self, x_BSD: torch.Tensor, route: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        """`route`: (text, vision) flat token indices of the two pools, made on the host (`inputs.ModelBatch`); None:
+        every token is text (decode). Both pools run in a prefill, empty or not (expert-parallel ranks rely on it)."""
         x_TD = x_BSD.reshape(-1, x_BSD.shape[-1])
-        if vision_BS is None:
+        if route is None:
             out_TD = self.text_moe(x_TD)
         else:
-            vis_T = vision_BS.reshape(-1)
-            text_idx = (~vis_T).nonzero().squeeze(1)
-            vis_idx = vis_T.nonzero().squeeze(1)
+            text_idx, vis_idx = route
             out_TD = torch.empty_like(x_TD)
             out_TD[text_idx] = self.text_moe(x_TD[text_idx])
             out_TD[vis_idx] = self.vision_moe(x_TD[vis_idx])

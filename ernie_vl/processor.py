@@ -7,9 +7,7 @@ writes the processor side of a (tiny) checkpoint folder.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -19,90 +17,11 @@ import torch
 from . import chat as chatlib
 from .chat import DEFAULT_CHAT_TEMPLATE
 from .errors import PlaceholderMismatchError, ProcessingError
+from .inputs import MediaTokens, ModelInputs
+from .processor_files import PACKAGED_FONT, _load_chat_template, _read_json
 from .image import ImageProcessor, ImageProcessorConfig, flatten_images
 from .tokenizer import Tokenizer
 from .video import VideoProcessor, VideoProcessorConfig, flatten_videos
-
-FONT_NAME = "Roboto-Regular.ttf"
-PACKAGED_FONT = Path(__file__).parent / "fonts" / FONT_NAME
-
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-# Defaults of Ernie4_5_VLMoeImageProcessor (model-spec §10.1), as transformers serializes them.
-IMAGE_PROCESSOR_CONFIG: dict[str, Any] = {
-    "do_convert_rgb": True,
-    "do_normalize": True,
-    "do_rescale": True,
-    "do_resize": True,
-    "image_mean": list(OPENAI_CLIP_MEAN),
-    "image_processor_type": "Ernie4_5_VLMoeImageProcessor",
-    "image_std": list(OPENAI_CLIP_STD),
-    "merge_size": 2,
-    "patch_size": 14,
-    "resample": 3,
-    "rescale_factor": 1 / 255,
-    "size": {"longest_edge": 28 * 28 * 6177, "shortest_edge": 56 * 56},
-    "temporal_patch_size": 1,
-}
-
-# Defaults of Ernie4_5_VLMoeVideoProcessor (model-spec §11.1).
-VIDEO_PROCESSOR_CONFIG: dict[str, Any] = {
-    "do_convert_rgb": True,
-    "do_normalize": True,
-    "do_rescale": True,
-    "do_resize": True,
-    "do_sample_frames": True,
-    "draw_on_frames": True,
-    "font": FONT_NAME,
-    "image_mean": list(OPENAI_CLIP_MEAN),
-    "image_std": list(OPENAI_CLIP_STD),
-    "max_frames": 180,
-    "merge_size": 2,
-    "min_frames": 16,
-    "patch_size": 14,
-    "resample": 3,
-    "rescale_factor": 1 / 255,
-    "return_metadata": False,
-    "size": {"longest_edge": 1196 * 28 * 28, "shortest_edge": 299 * 28 * 28},
-    "temporal_patch_size": 2,
-    "video_processor_type": "Ernie4_5_VLMoeVideoProcessor",
-}
-
-
-def _dump(obj: dict[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def write_processor_files(dst: str | Path, font: str | Path | None = None) -> None:
-    """Write the processor files of a checkpoint folder so that both ``Processor.from_pretrained`` and
-    ``transformers.AutoProcessor.from_pretrained`` (5.23.0, ``Ernie4_5_VLMoeProcessor``) load it.
-
-    Files: ``processor_config.json`` (nested image/video processor configs, the v5 layout), the legacy
-    ``preprocessor_config.json`` / ``video_preprocessor_config.json`` (same values), ``chat_template.jinja`` (the
-    cleaned ERNIE template) and the timestamp font ``Roboto-Regular.ttf`` (``font`` or the packaged Roboto).
-    The tokenizer files come from :func:`ernie_vl.tokenizer.write_tiny_tokenizer`.
-    """
-    dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
-    _dump(
-        {
-            "image_processor": IMAGE_PROCESSOR_CONFIG,
-            "processor_class": "Ernie4_5_VLMoeProcessor",
-            "video_processor": VIDEO_PROCESSOR_CONFIG,
-        },
-        dst / "processor_config.json",
-    )
-    _dump({**IMAGE_PROCESSOR_CONFIG, "processor_class": "Ernie4_5_VLMoeProcessor"}, dst / "preprocessor_config.json")
-    _dump({**VIDEO_PROCESSOR_CONFIG, "processor_class": "Ernie4_5_VLMoeProcessor"}, dst / "video_preprocessor_config.json")
-    (dst / "chat_template.jinja").write_text(DEFAULT_CHAT_TEMPLATE, encoding="utf-8")
-    src_font = Path(font) if font is not None else PACKAGED_FONT
-    if not src_font.is_file():
-        raise FileNotFoundError(f"timestamp font not found: {src_font}")
-    target = dst / FONT_NAME
-    if not (target.exists() and target.samefile(src_font)):
-        shutil.copyfile(src_font, target)
-
 
 # --------------------------------------------------------------------------------------------------------------------
 # The processor
@@ -406,25 +325,6 @@ class Processor:
         return mm, moe
 
     # ------------------------------------------------------------------------------------------------ chat
-    def render_chat(
-        self,
-        conversation: Sequence[Mapping[str, Any]],
-        add_generation_prompt: bool = False,
-        chat_template: str | None = None,
-        source: str | None = None,
-        **template_kwargs: Any,
-    ) -> str:
-        """Render one conversation with the chat template (after validating its parts)."""
-        messages = chatlib.normalize_conversation(conversation, source)
-        chatlib.validate_conversation(messages, source)
-        return chatlib.render(
-            chat_template or self.chat_template,
-            messages,
-            add_generation_prompt=add_generation_prompt,
-            special_tokens=self.tokenizer.special_tokens_map,
-            **template_kwargs,
-        )
-
     def apply_chat_template(
         self,
         conversation: Sequence[Mapping[str, Any]] | Sequence[Sequence[Mapping[str, Any]]],
@@ -490,6 +390,64 @@ class Processor:
         )
         return out if return_dict else out["input_ids"]
 
+    # ------------------------------------------------------------------------------------------------ model inputs
+    @property
+    def media_tokens(self) -> MediaTokens:
+        return MediaTokens(
+            self.image_token_id, self.video_token_id, self.image_start_token_id, self.image_end_token_id,
+            self.video_start_token_id, self.video_end_token_id, self.image_processor.config.merge_size,
+            self.video_processor.config.temporal_patch_size,
+        )
+
+    def prepare(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        source: str | None = None,
+        with_metadata: bool = False,
+        video_sampling: Mapping[str, Any] | None = None,
+        **template_kwargs: Any,
+    ):
+        """One conversation -> its `ModelInputs`: the one request preparation of the batch pipeline, the server and
+        the expert-parallel server (chat template, media decode and processing, tokens, types, 3-D positions).
+
+        A trailing assistant message is a prefill the model continues (VLMEvalKit's MVBench "Best option:("): the
+        prompt is rendered without a generation prompt and cut right after the prefill text, as transformers'
+        `continue_final_message=True` does; otherwise a generation prompt is added. `video_sampling`: frame policy
+        (`num_frames`, `fps`, `min_frames`, `max_frames`); an explicit `num_frames` widens the default bounds to
+        include it (the default min_frames=16 would refuse a 4-frame policy). `template_kwargs` go to the chat
+        template (e.g. `enable_thinking`). `with_metadata=True` returns `(inputs, video_metadata)`.
+        """
+        messages = chatlib.normalize_conversation(messages, source)
+        chatlib.validate_conversation(messages, source)
+        prefill = bool(messages) and messages[-1].get("role") == "assistant"
+        prompt = chatlib.render(self.chat_template, messages, add_generation_prompt=not prefill,
+                                special_tokens=self.tokenizer.special_tokens_map, **template_kwargs)
+        if prefill:
+            content = messages[-1]["content"]
+            final = content if isinstance(content, str) else "".join(
+                p.get("text", "") for p in content if p.get("type") == "text")
+            cut = prompt.rfind(final) if final else -1
+            if cut < 0:
+                raise ProcessingError("could not locate the assistant prefill in the rendered prompt", source)
+            prompt = prompt[: cut + len(final)]
+        images, videos = chatlib.collect_media(messages)
+        kw: dict[str, Any] = {}
+        if videos:
+            kw = dict(video_sampling or {})
+            if kw.get("num_frames") is not None:
+                kw.setdefault("min_frames", min(int(kw["num_frames"]), 16))
+                kw.setdefault("max_frames", max(int(kw["num_frames"]), 180))
+            if kw.get("fps") is not None or kw.get("num_frames") is not None:
+                kw.setdefault("do_sample_frames", True)
+        out = self(text=prompt, images=images or None, videos=videos or None, return_tensors="pt", source=source,
+                   return_metadata=with_metadata, **kw)
+        inputs = ModelInputs.build(
+            out["input_ids"][0], self.media_tokens, out.get("pixel_values"), out.get("image_grid_thw"),
+            out.get("pixel_values_videos"), out.get("video_grid_thw"),
+        )
+        return (inputs, out.get("video_metadata") or []) if with_metadata else inputs
+
     # ------------------------------------------------------------------------------------------------ decoding
     def batch_decode(self, sequences, skip_special_tokens: bool = False) -> list[str]:
         return self.tokenizer.batch_decode(sequences, skip_special_tokens=skip_special_tokens)
@@ -502,42 +460,12 @@ class Processor:
         """Placeholder tokens of an image of this size (reference ``_get_num_multimodal_tokens``)."""
         return self.image_processor.num_patches(height, width) // self.image_processor.config.merge_size ** 2
 
-    def num_video_tokens(self, num_frames: int, height: int, width: int) -> int:
-        cfg = self.video_processor.config
-        return self.video_processor.num_patches(num_frames, height, width) // cfg.merge_size ** 2 // cfg.temporal_patch_size
-
 
 def _media_name(x: Any) -> str:
     if isinstance(x, (str, os.PathLike)):
         s = os.fspath(x)
         return f" ({s if len(s) < 120 else s[:50] + '...'})"
     return ""
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ProcessingError(f"invalid JSON ({e})", str(path)) from e
-
-
-def _load_chat_template(path: Path, processor_config: Mapping[str, Any]) -> str | None:
-    """The checkpoint's chat template: chat_template.jinja, chat_template.json, processor or tokenizer config."""
-    if (path / "chat_template.jinja").is_file():
-        return (path / "chat_template.jinja").read_text(encoding="utf-8")
-    data = _read_json(path / "chat_template.json")
-    if data and data.get("chat_template"):
-        return data["chat_template"]
-    if processor_config.get("chat_template"):
-        return processor_config["chat_template"]
-    tok_cfg = _read_json(path / "tokenizer_config.json") or {}
-    template = tok_cfg.get("chat_template")
-    if isinstance(template, list):  # named templates: use "default"
-        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
-        template = named.get("default")
-    return template
 
 
 _TEMPLATE_VARS: dict[str, frozenset[str]] = {}

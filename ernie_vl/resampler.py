@@ -26,18 +26,6 @@ class MergeMLP(nn.Module):
         return self.ln(self.fc2(self.act(self.fc1(x))))
 
 
-def temporal_pair_indices(grid_thw: torch.Tensor, merge: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row indices (first frame, second frame) of every output token, in item, frame-pair, raster order."""
-    first, second, off = [], [], 0
-    for t, h, w in grid_thw.tolist():
-        per_frame = h * w // merge**2
-        for a, b in zip(range(0, t, 2), range(1 if t > 1 else 0, t, 2)):
-            first.append(torch.arange(off + a * per_frame, off + (a + 1) * per_frame))
-            second.append(torch.arange(off + b * per_frame, off + (b + 1) * per_frame))
-        off += t * per_frame
-    return torch.cat(first), torch.cat(second)
-
-
 class Resampler(nn.Module):
     def __init__(self, cfg):
         super().__init__()
@@ -49,8 +37,8 @@ class Resampler(nn.Module):
         self.mlp = nn.Linear(spatial_dim, t.hidden_size)
         self.after_norm = RMSNorm(t.hidden_size, t.rms_norm_eps)
 
-    def forward(self, x_NDv: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_NDv: torch.Tensor, first_M: torch.Tensor, second_M: torch.Tensor) -> torch.Tensor:
+        """`first_M` / `second_M`: the merged rows of each output token's two frames (`inputs.VisionBatch`)."""
         x_MDs = self.spatial_linear(x_NDv.reshape(-1, x_NDv.shape[-1] * self.merge**2))
-        first, second = (i.to(x_MDs.device) for i in temporal_pair_indices(grid_thw, self.merge))
-        x = self.temporal_linear(torch.cat([x_MDs[first], x_MDs[second]], dim=-1))
+        x = self.temporal_linear(torch.cat([x_MDs[first_M], x_MDs[second_M]], dim=-1))
         return self.after_norm(self.mlp(x))

@@ -35,10 +35,10 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, mask, cache, start, vision_BS):
+    def forward(self, x, cos, sin, mask, cache, start, route):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, start)
         h = self.post_attention_layernorm(x)
-        return x + (self.mlp(h, vision_BS) if self.is_moe else self.mlp(h))
+        return x + (self.mlp(h, route) if self.is_moe else self.mlp(h))
 
 
 class TextModel(nn.Module):
@@ -49,7 +49,7 @@ class TextModel(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, h_BSD, cos, sin, mask, cache, start: int, vision_BS):
+    def forward(self, h_BSD, cos, sin, mask, cache, start: int, route):
         for layer in self.layers:
-            h_BSD = layer(h_BSD, cos, sin, mask, cache, start, vision_BS)
+            h_BSD = layer(h_BSD, cos, sin, mask, cache, start, route)
         return self.norm(h_BSD)

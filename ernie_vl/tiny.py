@@ -71,8 +71,8 @@ def make_tiny(
     max_shard_bytes: int = 256 << 10,
 ) -> Path:
     """Write a tiny random checkpoint folder (several shards, to exercise the index). Returns `dst`."""
-    from .processor import write_processor_files
-    from .tokenizer import write_tiny_tokenizer
+    from .processor_files import write_processor_files
+    from .tokenizer_tiny import write_tiny_tokenizer
     from .weights import to_original, write_shards
 
     dst = Path(dst)

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import VisionAttention
-from .positions import vision_patch_positions
 from .rope import vision_cos_sin, vision_inv_freq
 
 
@@ -69,22 +68,13 @@ class VisionTower(nn.Module):
         self.ln = nn.LayerNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.register_buffer("inv_freq", vision_inv_freq(cfg.head_dim, cfg.rope_theta), persistent=False)
 
-    def forward(self, pixel_rows_NP: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
-        """[N, C*p*p] patch rows + grid [n_items, 3] (t, h, w in patches) -> [N, D]."""
-        n_expected = int(grid_thw.prod(-1).sum())
-        if pixel_rows_NP.shape[0] != n_expected or pixel_rows_NP.shape[-1] != self.cfg.patch_dim:
-            raise ValueError(
-                f"pixel rows {tuple(pixel_rows_NP.shape)} do not match grid_thw {grid_thw.tolist()} "
-                f"(expected [{n_expected}, {self.cfg.patch_dim}])"
-            )
-        if ((grid_thw[:, 1:] % self.cfg.spatial_merge_size) != 0).any():
-            raise ValueError(f"grid_thw {grid_thw.tolist()}: h and w must be multiples of {self.cfg.spatial_merge_size}")
-        segments, off = [], 0
-        for t, h, w in grid_thw.tolist():
-            segments.append((off, t, h * w))
-            off += t * h * w
-        pos = vision_patch_positions(grid_thw, self.cfg.spatial_merge_size).to(pixel_rows_NP.device)
-        cos, sin = vision_cos_sin(pos, self.inv_freq)
+    def forward(self, pixel_rows_NP: torch.Tensor, patch_pos_N2: torch.Tensor,
+                segments: list[tuple[int, int, int]]) -> torch.Tensor:
+        """[N, C*p*p] patch rows, their (row, col) patch positions [N, 2] and per-item (offset, frames, patches per
+        frame) segments (`inputs.VisionBatch` makes and checks them) -> [N, D]."""
+        if pixel_rows_NP.shape[-1] != self.cfg.patch_dim:
+            raise ValueError(f"pixel rows {tuple(pixel_rows_NP.shape)}: expected {self.cfg.patch_dim} values per row")
+        cos, sin = vision_cos_sin(patch_pos_N2, self.inv_freq)
         x = self.patch_embed(pixel_rows_NP)
         for block in self.blocks:
             x = block(x, cos, sin, segments)

@@ -30,7 +30,7 @@ def _cmd_convert(a) -> int:
 def _cmd_generate(a) -> int:
     import torch
 
-    from ernie_vl.engine import read_eos_ids
+    from ernie_vl.generation import GenerationSettings
     from ernie_vl.processor import Processor
     from ernie_vl.tiny import default_model_path
     from ernie_vl.weights import load_model
@@ -45,14 +45,15 @@ def _cmd_generate(a) -> int:
         [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=True, return_dict=True,
         return_tensors="pt",
     )
+    defaults = GenerationSettings.from_checkpoint(path, model.config)
     torch.manual_seed(a.seed)
     out = model.generate(
-        **{k: v for k, v in inputs.items() if k != "video_metadata"},
+        **{k: v for k, v in inputs.items() if k not in ("video_metadata", "mm_token_type_ids", "moe_mm_token_type_ids")},
         max_new_tokens=a.max_new_tokens,
         do_sample=a.temperature > 0,
         temperature=a.temperature or 1.0,
-        eos_token_id=read_eos_ids(path, model),
-        pad_token_id=model.config.text.pad_token_id,
+        eos_token_id=list(defaults.eos_token_id),
+        pad_token_id=defaults.pad_token_id,
     )
     n = inputs["input_ids"].shape[1]
     print(proc.batch_decode(out[:, n:], skip_special_tokens=True)[0])

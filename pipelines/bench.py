@@ -106,18 +106,16 @@ def engine_loop(data: Path, model_path: Path, *, batch_size: int, batch_tokens: 
     """The bare loop (see the module docstring). Returns timings and predictions by sample id."""
     t0 = time.perf_counter()
     from ernie_vl import Processor, load_model
-    from ernie_vl.engine import Engine, GenerationSettings, Prepared
+    from ernie_vl.engine import Engine
+    from ernie_vl.generation import GenerationSettings
     from ernie_vl.tokenizer import Tokenizer
     from evals.registry import get_benchmark
-
-    from ernie_vl.engine import read_eos_ids
 
     model = load_model(model_path)
     proc = Processor.from_pretrained(model_path)
     tok = Tokenizer.from_pretrained(model_path)
-    pad = model.config.text.pad_token_id
-    engine = Engine(model, pad_token_id=pad or 0, max_batch_size=batch_size, max_batch_tokens=batch_tokens)
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, eos_token_id=read_eos_ids(model_path, model))
+    engine = Engine(model, max_batch_size=batch_size, max_batch_tokens=batch_tokens)
+    settings = GenerationSettings.from_checkpoint(model_path, model.config, max_new_tokens=max_new_tokens)
     bench = get_benchmark("demo")
     t_loaded = time.perf_counter()
     preds: dict[str, str] = {}
@@ -129,9 +127,7 @@ def engine_loop(data: Path, model_path: Path, *, batch_size: int, batch_tokens: 
         part = samples[k: k + chunk]
         reqs = []
         for s in part:
-            out = proc.apply_chat_template(bench.build_messages(s, flavor), add_generation_prompt=True,
-                                           tokenize=True, return_dict=True, return_tensors="pt")
-            reqs.append(Prepared.from_processor(out))
+            reqs.append(proc.prepare(bench.build_messages(s, flavor)))
         gens = engine.generate(reqs, settings)
         for s, g in zip(part, gens):
             text = tok.decode(g.tokens, skip_special_tokens=True)

@@ -98,15 +98,25 @@ class EvalConfig:
 
         return default_model_path()
 
-    def generation(self) -> dict:
-        """Generation settings as plain values (fingerprinted)."""
+    def generation(self):
+        """The job's `ernie_vl.generation.GenerationSettings` (EOS and pad come from the checkpoint on the replica)."""
+        from ernie_vl.generation import GenerationSettings
+
+        if not self.do_sample:  # greedy decoding does not depend on the sampling fields
+            return GenerationSettings(max_new_tokens=self.max_new_tokens)
+        return GenerationSettings(max_new_tokens=self.max_new_tokens, do_sample=True, temperature=self.temperature,
+                                  top_p=self.top_p, top_k=self.top_k, seed=self.seed)
+
+    def generation_record(self) -> dict:
+        """The generation settings as plain values (fingerprinted; unchanged from earlier runs, so they resume)."""
+        g = self.generation()
         return {
-            "max_new_tokens": self.max_new_tokens,
-            "do_sample": self.do_sample,
-            "temperature": self.temperature if self.do_sample else None,
-            "top_p": self.top_p if self.do_sample else None,
-            "top_k": self.top_k if self.do_sample else None,
-            "seed": self.seed if self.do_sample else None,  # greedy decoding does not depend on it
+            "max_new_tokens": g.max_new_tokens,
+            "do_sample": g.do_sample,
+            "temperature": g.temperature if g.do_sample else None,
+            "top_p": g.top_p if g.do_sample else None,
+            "top_k": g.top_k if g.do_sample else None,
+            "seed": g.seed if g.do_sample else None,
         }
 
     def to_dict(self) -> dict:

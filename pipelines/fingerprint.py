@@ -110,7 +110,7 @@ def common_parts(cfg, model_path: Path, dtype: str) -> dict:
     return {
         "checkpoint": checkpoint_identity(model_path),
         "flavor": cfg.flavor,
-        "generation": cfg.generation(),
+        "generation": cfg.generation_record(),
         "dtype": dtype,
         "packages": versions,
     }

@@ -18,8 +18,6 @@ Failure handling:
 
 from __future__ import annotations
 
-from ernie_vl.engine import read_eos_ids
-
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +48,7 @@ class _GangEngine:
 
 def build_replica(model_path: str, *, dtype: str | None, device: str, expert_shards: int = 1,
                   batch_size: int = 16, batch_tokens: int = 16384):
-    """Load the model and wrap it in an `Engine`. Returns `(engine, eos_ids)`.
+    """Load the model and wrap it in an `Engine`.
 
     With `expert_shards > 1` the replica is a gang of that many rank actors in one placement group
     (`replicas.ExpertShardedReplica`, one GPU each on GPU clusters); this actor only feeds it.
@@ -59,8 +57,9 @@ def build_replica(model_path: str, *, dtype: str | None, device: str, expert_sha
     from ernie_vl import load_model
     from ernie_vl.engine import Engine
 
-    if dtype is None and device.startswith("cuda"):
-        dtype = "bfloat16"
+    from ernie_vl.weights import default_dtype
+
+    dtype = default_dtype(dtype, device)
     if expert_shards > 1:
         from ernie_vl.config import ModelConfig
         from replicas import ExpertShardedReplica
@@ -71,32 +70,16 @@ def build_replica(model_path: str, *, dtype: str | None, device: str, expert_sha
             num_cpus_per_rank=1.0 if gpu else 0.1, num_gpus_per_rank=1 if gpu else 0,
             engine_kwargs={"max_batch_size": batch_size, "max_batch_tokens": batch_tokens},
         )
-        cfg = ModelConfig.from_file(model_path)
-        return _GangEngine(gang, cfg), read_eos_ids(model_path)
+        return _GangEngine(gang, ModelConfig.from_file(model_path))
     model = load_model(model_path, dtype=dtype, device=device)
-    pad = model.config.text.pad_token_id
-    engine = Engine(model, pad_token_id=0 if pad is None else int(pad), max_batch_size=batch_size,
-                    max_batch_tokens=batch_tokens)
-    return engine, read_eos_ids(model_path, model)
-
-
-def to_prepared(item: dict):
-    """A pack item's numpy tensors → an `ernie_vl.engine.Prepared`."""
-    import torch
-
-    from ernie_vl.engine import Prepared
-
-    t = item["tensors"]
-    conv = {k: (None if v is None else torch.from_numpy(v)) for k, v in t.items()}
-    conv["input_ids"] = conv["input_ids"].long()
-    return Prepared(meta={"sample_id": item["sample_id"]}, **conv)
+    return Engine(model, max_batch_size=batch_size, max_batch_tokens=batch_tokens)
 
 
 class ReplicaStage:
     """Ray Data actor: packs → generated rows (see the module docstring)."""
 
     def __init__(self, model_path: str, dtype: str | None, device: str, torch_threads: int, expert_shards: int,
-                 batch_size: int, batch_tokens: int, generation: dict):
+                 batch_size: int, batch_tokens: int, generation):
         # NOTE: Ray Data constructs this class on the actor's main thread but calls it on an executor thread. Two
         # threads running torch ops means two OpenMP thread teams whose idle threads spin against each other; on a
         # machine with few cores that slowed generation by ~1.5x. So every torch call — load, warm-up, generate —
@@ -105,7 +88,11 @@ class ReplicaStage:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replica")
         self._thread.submit(self._build, model_path, dtype, device, torch_threads, expert_shards, batch_size,
                             batch_tokens).result()
-        self.generation = dict(generation)
+        from ernie_vl.generation import GenerationSettings
+
+        # the job's settings over the checkpoint's EOS and pad ids
+        defaults = GenerationSettings.from_checkpoint(model_path, self.engine.model.config)
+        self.generation = generation.replace(eos_token_id=defaults.eos_token_id, pad_token_id=defaults.pad_token_id)
         self.pid = os.getpid()
         trace("replica", "loaded")
         self._thread.submit(self.warm_up).result()
@@ -118,7 +105,7 @@ class ReplicaStage:
             torch.set_num_threads(max(1, torch_threads))
         elif device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("this replica was given a GPU by Ray but torch sees no CUDA device")
-        self.engine, self.eos = build_replica(model_path, dtype=dtype, device=device, expert_shards=expert_shards,
+        self.engine = build_replica(model_path, dtype=dtype, device=device, expert_shards=expert_shards,
                                               batch_size=batch_size, batch_tokens=batch_tokens)
 
     def warm_up(self) -> None:
@@ -126,32 +113,21 @@ class ReplicaStage:
         while the preprocessing actors fill the queue, not by the first real batch. Best effort: never fails."""
         import torch
 
-        from ernie_vl.engine import Prepared
+        from ernie_vl.inputs import ModelInputs
 
         cfg = self.engine.model.config
         try:
-            D = cfg.vision.patch_dim
             ids = torch.tensor([cfg.image_start_token_id, cfg.image_token_id, cfg.image_end_token_id, 5, 6, 7])
-            req = Prepared(input_ids=ids, pixel_values=torch.zeros(4, D), image_grid_thw=torch.tensor([[1, 2, 2]]))
-            self.engine.generate([req, req], self.settings(2))
+            req = ModelInputs.build(ids, cfg, torch.zeros(4, cfg.vision.patch_dim), torch.tensor([[1, 2, 2]]))
+            self.engine.generate([req, req], self.generation.replace(max_new_tokens=2))
         except Exception:  # noqa: BLE001 - an optimisation only; real errors surface on real batches
             pass
 
-    def settings(self, max_new_tokens: int):
-        from ernie_vl.engine import GenerationSettings
-
-        g = self.generation
-        return GenerationSettings(
-            max_new_tokens=max_new_tokens, do_sample=bool(g["do_sample"]),
-            temperature=g["temperature"] if g["do_sample"] else 1.0, top_p=g["top_p"] if g["do_sample"] else 1.0,
-            top_k=g["top_k"] if g["do_sample"] else 0, eos_token_id=list(self.eos), seed=int(g["seed"] or 0),
-        )
-
     def _generate(self, items: list[dict]) -> list:
         """Generate for items of one max_new_tokens; on failure retry one by one. Returns Generated | error str."""
-        s = self.settings(items[0]["max_new_tokens"])
+        s = self.generation.replace(max_new_tokens=items[0]["max_new_tokens"])
         try:
-            return self.engine.generate([to_prepared(it) for it in items], s)
+            return self.engine.generate([it["inputs"] for it in items], s)
         except Exception as exc:
             self._die_if_fatal(exc)
             if len(items) == 1:
@@ -171,7 +147,7 @@ class ReplicaStage:
         items = unpack(batch)
         todo: dict[int, list[int]] = {}
         for i, it in enumerate(items):
-            if it["error"] is None and it["tensors"] is not None:
+            if it["error"] is None and it["inputs"] is not None:
                 todo.setdefault(it["max_new_tokens"], []).append(i)
         results: dict[int, object] = {}
         for _, idx in sorted(todo.items()):

@@ -9,7 +9,7 @@
   decode, resize, patchify, chat template, tokenize) and emits *packs*: one row per replica call, closed when the
   pack's work (prompt tokens, text + visual, plus new tokens) would exceed `pack_tokens` or it holds `pack_rows`
   samples (`pack_batches` model batches, so the engine's continuous batching refills freed slots within a call).
-  Each pack carries compact numpy tensors (token ids, pixel rows, grids) — never PIL images — and the error rows
+  Each pack carries the samples' `ModelInputs` (ids, 3-D positions, indices, pixel rows) — never PIL images — and the error rows
   of its input batch, so every sample reaches the writer exactly once, failed or not. Batching by work here,
   not by row count, keeps the model stage's batches equally expensive whatever mix of images, videos and text.
 * **ScoreStage** (CPU actor): detokenizes, runs the benchmark's extractor and metric, and returns rows in
@@ -26,7 +26,6 @@ import pickle
 import time
 from typing import Any, Iterator
 
-import numpy as np
 import pyarrow as pa
 
 from .trace import trace
@@ -52,7 +51,6 @@ GENERATED_SCHEMA = pa.schema(
         ("frame_timestamps", pa.list_(pa.float64())),
     ]
 )
-TENSOR_KEYS = ("input_ids", "pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
 
 
 # ----------------------------------------------------------------------------------------------- input rows
@@ -105,21 +103,8 @@ def classify_error(exc: BaseException) -> str:
 # ----------------------------------------------------------------------------------------------- preprocessing
 
 
-def _np(x) -> np.ndarray | None:
-    """A tensor → a contiguous numpy array (floating point as float32: numpy has no bfloat16)."""
-    if x is None:
-        return None
-    if hasattr(x, "detach"):
-        x = x.detach().cpu()
-        if x.dtype.is_floating_point and x.itemsize != 4:
-            x = x.float()
-        x = x.numpy()
-    return np.ascontiguousarray(x)
-
-
-def _frames(out: dict) -> tuple[list[int] | None, list[float] | None]:
+def _frames(metas: list) -> tuple[list[int] | None, list[float] | None]:
     """Sampled frame indices and timestamps (seconds) of every video of one sample, from the processor's metadata."""
-    metas = out.get("video_metadata")
     if not metas:
         return None, None
     idx: list[int] = []
@@ -173,8 +158,6 @@ class PreprocessStage:
         _yield_cpu_to_replicas()
         self.processor = Processor.from_pretrained(model_path)
         cfg = ModelConfig.from_file(model_path)
-        self.image_token_id = cfg.image_token_id
-        self.video_token_id = cfg.video_token_id
         limit = cfg.text.max_position_embeddings - max_new_tokens
         self.max_prompt_tokens = min(limit, max_prompt_tokens) if max_prompt_tokens else limit
         self.flavor = flavor
@@ -196,7 +179,7 @@ class PreprocessStage:
         t0 = time.perf_counter()
         item: dict[str, Any] = {k: row.get(k) for k in RECORD_FIELDS}
         item.update(error=None, prompt_tokens=0, visual_tokens=0, frame_indices=None, frame_timestamps=None,
-                    tensors=None, max_new_tokens=self.max_new_tokens)
+                    inputs=None, max_new_tokens=self.max_new_tokens)
         if row.get("sample_error"):
             item["error"] = f"input: {row['sample_error']}"
         else:
@@ -204,65 +187,33 @@ class PreprocessStage:
                 self._prepare_into(row, item)
             except Exception as exc:  # one bad sample must not stop the job: it becomes an error row
                 item["error"] = classify_error(exc)
-                item["tensors"] = None
+                item["inputs"] = None
         item["preprocess_s"] = time.perf_counter() - t0
         return item
 
     def _prepare_into(self, row: dict, item: dict) -> None:
-        from ernie_vl.engine import Prepared
-
         sample = sample_from_row(row)
         bench = self._benchmark(sample.benchmark)
-        messages = bench.build_messages(sample, self.flavor)
-        kw: dict[str, Any] = dict(return_tensors="pt", source=f"{sample.benchmark}/{sample.sample_id}")
-        videos = any(m.kind == "video" for m in sample.media)
-        if videos:
-            sampling = dict(getattr(bench, "video_sampling", None) or {})
-            if "num_frames" in sampling:
-                # an explicit frame count is the benchmark's policy; the processor's default bounds
-                # (min_frames=16) would reject e.g. the demo's 4 frames, so widen them to include it
-                sampling.setdefault("min_frames", min(int(sampling["num_frames"]), 16))
-                sampling.setdefault("max_frames", max(int(sampling["num_frames"]), 180))
-            kw.update(sampling, return_metadata=True)
-        out = self._process(messages, kw)
-        prepared = Prepared.from_processor(out)
-        ids = prepared.input_ids
-        n = int(ids.numel())
+        inputs, metadata = self.processor.prepare(
+            bench.build_messages(sample, self.flavor), source=f"{sample.benchmark}/{sample.sample_id}",
+            with_metadata=True, video_sampling=getattr(bench, "video_sampling", None),
+        )
+        n = inputs.num_prompt_tokens
         item["prompt_tokens"] = n
-        item["visual_tokens"] = int(((ids == self.image_token_id) | (ids == self.video_token_id)).sum())
-        item["frame_indices"], item["frame_timestamps"] = _frames(out)
+        item["visual_tokens"] = inputs.num_visual_tokens
+        item["frame_indices"], item["frame_timestamps"] = _frames(metadata)
         if n > self.max_prompt_tokens:
             item["error"] = (f"prompt_too_long: {n} prompt tokens ({item['visual_tokens']} visual) exceed the limit "
                              f"of {self.max_prompt_tokens}")
             return
-        item["tensors"] = {k: _np(getattr(prepared, k)) for k in TENSOR_KEYS}
-
-    def _process(self, messages: list[dict], kw: dict) -> dict:
-        """Chat template + processor. A trailing assistant message is a prefill the model continues (VLMEvalKit's
-        MVBench "Best option:("): rendered without a generation prompt and cut right after the prefill text, as
-        transformers' `continue_final_message=True` does."""
-        if not (messages and messages[-1].get("role") == "assistant"):
-            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                      return_dict=True, **kw)
-        from ernie_vl.chat import collect_media, normalize_conversation
-
-        content = messages[-1]["content"]
-        final = content if isinstance(content, str) else "".join(
-            p.get("text", "") for p in content if p.get("type") == "text")
-        prompt = self.processor.apply_chat_template(messages, add_generation_prompt=False, tokenize=False)
-        cut = prompt.rfind(final) if final else -1
-        if cut < 0:
-            raise ValueError("could not locate the assistant prefill in the rendered prompt")
-        prompt = prompt[: cut + len(final)]
-        images, videos = collect_media(normalize_conversation(messages))
-        return self.processor(text=prompt, images=images or None, videos=videos or None, **kw)
+        item["inputs"] = inputs
 
     def packs(self, items: list[dict]) -> Iterator[list[dict]]:
         """Group prepared items into packs by work; error items ride along in the current pack for free."""
         cur: list[dict] = []
         work = rows = 0
         for it in items:
-            w = it["prompt_tokens"] + it["max_new_tokens"] if it["tensors"] is not None else 0
+            w = it["prompt_tokens"] + it["max_new_tokens"] if it["inputs"] is not None else 0
             if cur and w and (rows + 1 > self.pack_rows or work + w > self.pack_tokens):
                 yield cur
                 cur, work, rows = [], 0, 0
@@ -277,7 +228,7 @@ class PreprocessStage:
         items = [self.prepare(r) for r in batch.to_pylist()]
         trace("preprocess", "call", n=len(items), s=round(time.perf_counter() - t0, 4))
         for pack in self.packs(items):
-            work = sum(it["prompt_tokens"] + it["max_new_tokens"] for it in pack if it["tensors"] is not None)
+            work = sum(it["prompt_tokens"] + it["max_new_tokens"] for it in pack if it["inputs"] is not None)
             yield pa.Table.from_pydict(
                 {"pack": [pickle.dumps(pack, protocol=5)], "n": [len(pack)], "work": [work]}, schema=PACK_SCHEMA
             )

@@ -2,7 +2,7 @@
 
 Each rank actor joins a `torch.distributed` group (gloo on CPU, NCCL on GPU), loads only its own routed experts
 (`ernie_vl.expert_parallel.load_sharded_model`) and runs `ernie_vl.engine.Engine` in lockstep with the others. The
-replica object splits a batch of prepared requests over the ranks (balanced by prompt tokens), runs them and returns
+replica object splits a batch of requests (`ModelInputs`) over the ranks (balanced by prompt tokens), runs them and returns
 the results in request order (`generate`, used by the pipeline), or runs one lane per rank with its own settings
 (`generate_lanes`; `stream_lanes` yields each token as the ranks produce it — the server streams from it: greedy
 batches and seeded sampling requests side by side). Each rank streams its tokens step by step (a Ray generator).
@@ -22,7 +22,9 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from ernie_vl.engine import Generated, GenerationSettings, Prepared, drain
+from ernie_vl.engine import drain
+from ernie_vl.generation import Generated, GenerationSettings
+from ernie_vl.inputs import ModelInputs
 
 
 class GangError(RuntimeError):
@@ -68,9 +70,9 @@ class _Rank:
                 "local_experts": {p: self.placement.local(p, self.rank) for p in ("text", "vision")}}
 
     @ray.method(_generator_backpressure_num_objects=8)  # at most 8 steps ahead of the consumer
-    def stream(self, requests: list[Prepared], settings: GenerationSettings):
+    def stream(self, requests: list[ModelInputs], settings: GenerationSettings):
         """A Ray streaming generator: ("tokens", [(request index, token), ...]) per step, then ("done", results)."""
-        steps = self.engine.stream_batch(requests, settings)
+        steps = self.engine.stream(requests, settings)
         while True:
             try:
                 yield "tokens", next(steps)
@@ -169,7 +171,7 @@ class ExpertShardedReplica:
         return list(self._ranks)
 
     # ------------------------------------------------------------------ work
-    def split(self, requests: list[Prepared]) -> list[list[int]]:
+    def split(self, requests: list[ModelInputs]) -> list[list[int]]:
         """Request indices per rank, balanced by prompt tokens (longest first onto the lightest rank)."""
         parts: list[list[int]] = [[] for _ in range(self.k)]
         load = [0] * self.k
@@ -179,7 +181,7 @@ class ExpertShardedReplica:
             load[r] += requests[i].num_prompt_tokens
         return parts
 
-    def generate(self, requests: list[Prepared], settings: GenerationSettings) -> list[Generated]:
+    def generate(self, requests: list[ModelInputs], settings: GenerationSettings) -> list[Generated]:
         """One batch under one settings, split over the ranks (`split`); results in request order."""
         parts = self.split(requests)
         results = self.generate_lanes([([requests[i] for i in part], settings) for part in parts])
@@ -189,13 +191,13 @@ class ExpertShardedReplica:
                 out[i] = g
         return out  # type: ignore[return-value]
 
-    def generate_lanes(self, lanes: list[tuple[list[Prepared], GenerationSettings]]) -> list[list[Generated]]:
+    def generate_lanes(self, lanes: list[tuple[list[ModelInputs], GenerationSettings]]) -> list[list[Generated]]:
         """One lockstep call with one lane per rank: rank r runs `lanes[r] = (requests, settings)`. Requests may be
         empty and settings may differ between ranks (budgets, greedy or seeded sampling): the ranks stay in lockstep
         whatever each one runs. Same restart-and-rerun-once semantics as `stream_lanes`."""
         return drain(self.stream_lanes(lanes))
 
-    def stream_lanes(self, lanes: list[tuple[list[Prepared], GenerationSettings]]):
+    def stream_lanes(self, lanes: list[tuple[list[ModelInputs], GenerationSettings]]):
         """`generate_lanes` as it runs: yields `(lane, index in lane, token)` as soon as a rank produced the token,
         and returns the per-lane `Generated` lists. If a rank dies (or a call fails) the gang is rebuilt and the
         lanes run once more; tokens already yielded are not yielded again (the rerun reproduces them: greedy, or

@@ -1,8 +1,8 @@
-"""A validated chat request -> processor messages -> `Prepared` + generation settings, with every limit checked.
+"""A validated chat request -> processor messages -> `ModelInputs` + generation settings, with every limit checked.
 
 Media are resolved here (never by the processor: it would read any local path it is given) and handed to the
-processor as bytes, in the message layout `ernie_vl.Processor.apply_chat_template` takes — the same call, with the
-same arguments, that the batch pipeline makes. Order of checks: media count -> each medium's bytes and header
+processor as bytes, in the message layout `ernie_vl.Processor.prepare` takes — the same call that the batch pipeline
+makes. Order of checks: media count -> each medium's bytes and header
 (media.py) -> estimated image tokens (from header sizes, before any pixel is decoded) -> processor -> exact prompt
 tokens against `max_prompt_tokens` and the model context.
 """
@@ -10,35 +10,13 @@ tokens against `max_prompt_tokens` and the model context.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from ernie_vl.generation import GenerationSettings
+from ernie_vl.inputs import ModelInputs
 
-from ernie_vl.engine import Prepared
-
-from .decode import RowParams
 from .errors import APIError, bad_request
 from .media import MediaInfo, load_media
 from .schemas import ChatCompletionRequest, ImagePart, TextPart, VideoPart
 from .settings import ServeSettings
-
-
-@dataclass
-class GenerationDefaults:
-    """The checkpoint's generation_config.json defaults, used for fields a request leaves unset."""
-
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-
-    @classmethod
-    def from_dict(cls, gen: dict[str, Any]) -> "GenerationDefaults":
-        return cls(
-            do_sample=bool(gen.get("do_sample", False)),
-            temperature=float(gen.get("temperature", 1.0) or 1.0),
-            top_p=float(gen.get("top_p", 1.0) or 1.0),
-            top_k=int(gen.get("top_k", 0) or 0),
-        )
 
 
 def count_media(req: ChatCompletionRequest) -> int:
@@ -123,21 +101,18 @@ def processing_error(exc: Exception, locations: dict[str, list[str]]) -> APIErro
     return bad_request(f"{where}: {cause[:300]}", where, "invalid_media" if isinstance(exc, MediaError) else None)
 
 
-def run_processor(processor, messages: list[dict], locations: dict[str, list[str]] | None = None
-                  ) -> tuple[Prepared, dict]:
-    """The batch pipeline's call: chat template + tokenizer + image/video processors -> one `Prepared`."""
+def run_processor(processor, messages: list[dict], locations: dict[str, list[str]] | None = None) -> ModelInputs:
+    """The batch pipeline's call (`Processor.prepare`): chat template + tokenizer + image/video processors."""
     try:
-        out = processor.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
-        )
+        return processor.prepare(messages)
     except ValueError as e:  # ernie_vl's typed input errors derive from ValueError
         raise processing_error(e, locations or {}) from None
-    return Prepared.from_processor(out), out
 
 
-def row_params(req: ChatCompletionRequest, settings: ServeSettings, defaults: GenerationDefaults,
-               prompt_tokens: int, max_context: int) -> RowParams:
-    """Generation settings of a request; unset fields take the checkpoint's generation_config defaults.
+def request_settings(req: ChatCompletionRequest, settings: ServeSettings, defaults: GenerationSettings,
+                     prompt_tokens: int, max_context: int) -> GenerationSettings:
+    """Generation settings of a request: the checkpoint's defaults (generation_config.json: EOS, pad, sampling)
+    with what the request asks for.
 
     temperature 0 (or unset with a greedy checkpoint) means greedy decoding, like the batch pipeline's defaults.
     """
@@ -158,10 +133,10 @@ def row_params(req: ChatCompletionRequest, settings: ServeSettings, defaults: Ge
     else:
         do_sample, temperature = req.temperature > 0, (req.temperature if req.temperature > 0 else 1.0)
     if not do_sample:
-        return RowParams(max_new_tokens=max_new)
+        return defaults.replace(max_new_tokens=max_new, do_sample=False)
     import secrets
 
-    return RowParams(
+    return defaults.replace(
         max_new_tokens=max_new,
         do_sample=True,
         temperature=temperature,

@@ -12,27 +12,24 @@ as tokens come out (`GangRuntime` pushes the same events as its gang streams tok
     ("error", exception)                  the batch failed
 
 The model, the processor and the decoding of token ids to text are the batch pipeline's: `ernie_vl.load_model`
-(bfloat16 on GPUs by default, as the pipeline), `ernie_vl.Processor.apply_chat_template`, `Prepared.from_processor`,
-EOS ids from generation_config.json, `ernie_vl.tokenizer.Tokenizer.decode(..., skip_special_tokens=True)`.
+(bfloat16 on GPUs by default, as the pipeline), `ernie_vl.Processor.prepare`, the checkpoint's generation defaults
+(`GenerationSettings.from_checkpoint`), `ernie_vl.tokenizer.Tokenizer.decode(..., skip_special_tokens=True)`.
 """
 
 from __future__ import annotations
 
-from ernie_vl.engine import read_eos_ids
-
 import asyncio
-import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ernie_vl.engine import Prepared
+from ernie_vl.generation import GenerationSettings
+from ernie_vl.inputs import ModelInputs
+from ernie_vl.slots import ContinuousBatch
 
 from .batching import JobQueue
-from .decode import RowParams, SlotDecoder
-from .prepare import (GenerationDefaults, check_estimate, estimate_image_tokens, row_params, run_processor,
-                      to_processor_messages)
+from .prepare import check_estimate, estimate_image_tokens, request_settings, run_processor, to_processor_messages
 from .schemas import ChatCompletionRequest
 from .settings import ServeSettings
 from .textstream import TextStream, byte_fallback_ids
@@ -43,9 +40,9 @@ log = logging.getLogger("ernie_vl.serve")
 class RequestJob:
     """One admitted request: what the queue holds, a decoder slot runs and the decode thread reports into."""
 
-    def __init__(self, prepared: Prepared, params: RowParams, stream: TextStream, want_deltas: bool):
-        self.prepared = prepared
-        self.params = params
+    def __init__(self, inputs: ModelInputs, settings: GenerationSettings, stream: TextStream, want_deltas: bool):
+        self.inputs = inputs
+        self.settings = settings
         self.stream = stream
         self.want_deltas = want_deltas
         self.cancelled = False
@@ -55,7 +52,7 @@ class RequestJob:
 
     @property
     def prompt_tokens(self) -> int:
-        return self.prepared.num_prompt_tokens
+        return self.inputs.num_prompt_tokens
 
     def _put(self, event: tuple) -> None:
         try:
@@ -95,14 +92,11 @@ class Frontend:
         self.settings = settings
         self.processor = Processor.from_pretrained(path)
         self.tokenizer = Tokenizer.from_pretrained(path)
-        self.eos = read_eos_ids(path, model)
+        self.defaults = GenerationSettings.from_checkpoint(path, model.config)
+        self.eos = list(self.defaults.eos_token_id)
         backend = getattr(self.tokenizer, "backend", None)
         self.byte_ids = byte_fallback_ids(backend.get_vocab()) if backend is not None else set()
-        pad = getattr(model.config.text, "pad_token_id", None)
-        self.pad_token_id = 0 if pad is None else int(pad)
         self.max_context = int(model.config.text.max_position_embeddings)
-        gen_file = path / "generation_config.json"
-        self.defaults = GenerationDefaults.from_dict(json.loads(gen_file.read_text()) if gen_file.is_file() else {})
         self.model_name = settings.model_name()
         self.queue = JobQueue(settings.max_queued_requests, settings.batch_wait_timeout_s)
         self._pool = ThreadPoolExecutor(max_workers=settings.preprocess_workers, thread_name_prefix="ernie-vl-prep")
@@ -114,19 +108,18 @@ class Frontend:
     def decode_text(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
-    def _prepare_sync(self, req: ChatCompletionRequest) -> tuple[Prepared, RowParams]:
+    def _prepare_sync(self, req: ChatCompletionRequest) -> tuple[ModelInputs, GenerationSettings]:
         messages, infos, locations = to_processor_messages(req, self.settings)
         check_estimate(estimate_image_tokens(self.processor, infos), self.settings)
-        prepared, _ = run_processor(self.processor, messages, locations)
-        params = row_params(req, self.settings, self.defaults, prepared.num_prompt_tokens, self.max_context)
-        return prepared, params
+        inputs = run_processor(self.processor, messages, locations)
+        return inputs, request_settings(req, self.settings, self.defaults, inputs.num_prompt_tokens, self.max_context)
 
     async def prepare(self, req: ChatCompletionRequest) -> RequestJob:
         """Media, processor and limits (in the preprocessing pool) -> a job ready to submit. Raises APIError."""
         loop = asyncio.get_running_loop()
-        prepared, params = await loop.run_in_executor(self._pool, self._prepare_sync, req)
+        inputs, settings = await loop.run_in_executor(self._pool, self._prepare_sync, req)
         stream = TextStream(self.decode_text, req.stop_list(), self.byte_ids)
-        return RequestJob(prepared, params, stream, want_deltas=req.stream)
+        return RequestJob(inputs, settings, stream, want_deltas=req.stream)
 
     def submit(self, job: RequestJob) -> None:
         """Queue a prepared job (raises batching.QueueFull when the replica's queue is at its bound)."""
@@ -144,17 +137,18 @@ class ModelRuntime(Frontend):
         import torch
 
         from ernie_vl import load_model
+        from ernie_vl.weights import default_dtype
 
         if settings.torch_threads > 0:
             torch.set_num_threads(settings.torch_threads)
         path = settings.model_path()
         device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = settings.dtype or ("bfloat16" if device.startswith("cuda") else None)
+        dtype = default_dtype(settings.dtype, device)
         self.model = load_model(path, dtype=dtype, device=device)
         self.model.eval()
         self._setup(settings, path, self.model)
-        self.decoder = SlotDecoder(self.model, self.eos, self.pad_token_id, max_slots=settings.max_batch_size,
-                                   max_batch_tokens=settings.max_batch_tokens)
+        self.decoder = ContinuousBatch(self.model, max_slots=settings.max_batch_size,
+                                       max_batch_tokens=settings.max_batch_tokens)
         self._thread = threading.Thread(target=self._decode_loop, name="ernie-vl-decode", daemon=True)
         self._thread.start()
         log.info("ernie-vl replica ready: model %s from %s on %s, eos %s", self.model_name, path, device, self.eos)

@@ -34,8 +34,7 @@ import logging
 import threading
 from types import SimpleNamespace
 
-from ernie_vl.engine import GenerationSettings
-from ernie_vl.slots import finish_reason
+from ernie_vl.generation import GenerationSettings, finish_reason
 
 from .errors import unavailable
 from .runtime import Frontend
@@ -46,7 +45,7 @@ log = logging.getLogger("ernie_vl.serve")
 
 def need(job) -> int:
     """Cache positions a job may use: its prompt plus its token budget."""
-    return job.prompt_tokens + job.params.max_new_tokens
+    return job.prompt_tokens + job.settings.max_new_tokens
 
 
 def plan_lanes(jobs: list, k: int) -> tuple[list[list], list]:
@@ -55,8 +54,8 @@ def plan_lanes(jobs: list, k: int) -> tuple[list[list], list]:
     Greedy jobs share lanes (longest first onto the least-loaded lane); each sampling job takes a lane of its own,
     leaving at least one lane to the greedy jobs when there are any. Sampling jobs beyond that are returned, in order.
     """
-    greedy = [j for j in jobs if not j.params.do_sample]
-    sampled = [j for j in jobs if j.params.do_sample]
+    greedy = [j for j in jobs if not j.settings.samples]
+    sampled = [j for j in jobs if j.settings.samples]
     n_sampled = min(len(sampled), k - 1 if greedy else k)
     n_greedy = k - n_sampled
     lanes: list[list] = [[] for _ in range(n_greedy)]
@@ -74,6 +73,7 @@ class GangRuntime(Frontend):
 
     def __init__(self, settings: ServeSettings):
         from ernie_vl.config import ModelConfig
+        from ernie_vl.weights import default_dtype
         from replicas import ExpertShardedReplica
 
         path = settings.model_path()
@@ -81,16 +81,14 @@ class GangRuntime(Frontend):
         check_expert_shards_fit(k, path)
         self._setup(settings, path, SimpleNamespace(config=ModelConfig.from_file(path)))
         self.k = k
-        self.eos_set = set(self.eos)
         gpus = float(settings.num_gpus or 0)
         self.device = settings.device or ("cuda" if gpus > 0 else "cpu")
-        dtype = settings.dtype or ("bfloat16" if self.device.startswith("cuda") else None)
+        dtype = default_dtype(settings.dtype, self.device)
         rank_cpus = settings.shard_num_cpus or (1.0 if gpus > 0 else 0.25)
         self.gang = ExpertShardedReplica(
             path, k, placement=settings.expert_placement, dtype=dtype, device=self.device,
             num_cpus_per_rank=rank_cpus, num_gpus_per_rank=gpus,
-            engine_kwargs={"pad_token_id": self.pad_token_id, "max_batch_size": settings.max_batch_size,
-                           "max_batch_tokens": settings.max_batch_tokens},
+            engine_kwargs={"max_batch_size": settings.max_batch_size, "max_batch_tokens": settings.max_batch_tokens},
         )
         self.broken: str | None = None  # why the gang cannot be rebuilt (the replica is then unhealthy)
         self.steps = self.requests = 0  # gang calls made, requests they carried
@@ -112,13 +110,10 @@ class GangRuntime(Frontend):
 
     def lane_settings(self, lane: list) -> GenerationSettings:
         if not lane:
-            return GenerationSettings(max_new_tokens=0, eos_token_id=list(self.eos))
-        p = lane[0].params
-        if p.do_sample:  # a sampling lane holds one job
-            return GenerationSettings(max_new_tokens=p.max_new_tokens, do_sample=True, temperature=p.temperature,
-                                      top_p=p.top_p, top_k=p.top_k, eos_token_id=list(self.eos), seed=p.seed)
-        return GenerationSettings(max_new_tokens=max(j.params.max_new_tokens for j in lane),
-                                  eos_token_id=list(self.eos))
+            return self.defaults.replace(max_new_tokens=0)
+        if lane[0].settings.samples:  # a sampling lane holds one job
+            return lane[0].settings
+        return self.defaults.replace(max_new_tokens=max(j.settings.max_new_tokens for j in lane), do_sample=False)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -149,7 +144,7 @@ class GangRuntime(Frontend):
         jobs = [j for lane in lanes for j in lane]
         counts = {id(j): 0 for j in jobs}
         open_jobs = {id(j) for j in jobs}
-        stream = self.gang.stream_lanes([([j.prepared for j in lane], self.lane_settings(lane)) for lane in lanes])
+        stream = self.gang.stream_lanes([([j.inputs for j in lane], self.lane_settings(lane)) for lane in lanes])
         try:
             for r, i, tok in stream:
                 job = lanes[r][i]
@@ -165,12 +160,12 @@ class GangRuntime(Frontend):
         for job in jobs:
             if id(job) in open_jobs:
                 job.fail(RuntimeError(f"the gang returned {counts[id(job)]} tokens without EOS for a budget of "
-                                      f"{job.params.max_new_tokens}"))
+                                      f"{job.settings.max_new_tokens}"))
 
     def _feed(self, job, tok: int, counts: dict) -> bool:
         """Hand one token to a job as the decode thread would, cut at its own budget; True when the job is done."""
         counts[id(job)] += 1
-        finish = finish_reason(tok, counts[id(job)], job.params.max_new_tokens, self.eos_set)
+        finish = finish_reason(tok, counts[id(job)], job.settings)
         return bool(job.on_token(tok, finish)) or finish is not None
 
     @staticmethod

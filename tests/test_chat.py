@@ -7,8 +7,9 @@ import pytest
 
 from ernie_vl.chat import DEFAULT_CHAT_TEMPLATE, collect_media, normalize_conversation
 from ernie_vl.errors import ChatFormatError
-from ernie_vl.processor import Processor, write_processor_files
-from ernie_vl.tokenizer import write_tiny_tokenizer
+from ernie_vl.processor import Processor
+from ernie_vl.processor_files import write_processor_files
+from ernie_vl.tokenizer_tiny import write_tiny_tokenizer
 
 import transformers  # noqa: E402,F401 - part of the test extra: a missing one must fail, not skip
 

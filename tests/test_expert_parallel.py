@@ -19,7 +19,7 @@ from serve_support import free_port
 
 
 def _requests(model, kind: str, g):
-    from ernie_vl.engine import Prepared
+    from ernie_vl.inputs import ModelInputs
 
     c = model.config
     reqs = []
@@ -38,7 +38,7 @@ def _requests(model, kind: str, g):
             kw = {"pixel_values_videos": torch.randn(t * h * w, 588, generator=g), "video_grid_thw": torch.tensor([vis[1]])}
         else:
             body = []
-        reqs.append(Prepared(torch.cat([ids, torch.tensor(body, dtype=torch.long), ids[:2]]), **kw))
+        reqs.append(ModelInputs.build(torch.cat([ids, torch.tensor(body, dtype=torch.long), ids[:2]]), c, **kw))
     return reqs
 
 
@@ -46,7 +46,9 @@ def _worker(rank: int, world: int, port: int, ckpt: str, plan: str, out_dir: str
     import torch.distributed as dist
 
     import ernie_vl
-    from ernie_vl.engine import Engine, GenerationSettings, collate
+    from ernie_vl.engine import Engine
+    from ernie_vl.generation import GenerationSettings
+    from ernie_vl.inputs import ModelBatch
     from ernie_vl.expert_parallel import expert_load, load_sharded_model
 
     torch.set_num_threads(1)
@@ -59,7 +61,7 @@ def _worker(rank: int, world: int, port: int, ckpt: str, plan: str, out_dir: str
 
     g = torch.Generator().manual_seed(100 + rank)
     reqs = _requests(full, "text" if rank == 0 else "vision", g)
-    kw = collate(reqs)
+    kw = ModelBatch.collate(reqs).transformers_kwargs()
     with torch.no_grad():
         a = shard(**kw).logits
         b = full(**kw).logits
@@ -67,7 +69,7 @@ def _worker(rank: int, world: int, port: int, ckpt: str, plan: str, out_dir: str
     report["logits_max_diff"] = (a - b).abs()[real].max().item()
     report["logits_equal"] = bool(torch.equal(a[real], b[real]))
 
-    settings = GenerationSettings(max_new_tokens=8, eos_token_id=[])
+    settings = GenerationSettings(max_new_tokens=8)
     ours = Engine(shard, group=dist.group.WORLD).generate(reqs, settings)
     ref = Engine(full).generate(reqs, settings)
     report["tokens_equal"] = [o.tokens == r.tokens for o, r in zip(ours, ref)]
@@ -75,8 +77,8 @@ def _worker(rank: int, world: int, port: int, ckpt: str, plan: str, out_dir: str
     # scenario 2: rank 0 has nothing to do; rank 1 stops one request early (EOS) while the other goes on
     mine = [] if rank == 0 else reqs[:2]
     eos = ref[0].tokens[2] if rank == 1 else -1
-    ours2 = Engine(shard, group=dist.group.WORLD).generate(mine, GenerationSettings(max_new_tokens=8, eos_token_id=[eos]))
-    ref2 = Engine(full).generate(mine, GenerationSettings(max_new_tokens=8, eos_token_id=[eos]))
+    ours2 = Engine(shard, group=dist.group.WORLD).generate(mine, GenerationSettings(max_new_tokens=8, eos_token_id=(eos,)))
+    ref2 = Engine(full).generate(mine, GenerationSettings(max_new_tokens=8, eos_token_id=(eos,)))
     report["idle_rank_tokens_equal"] = [o.tokens == r.tokens for o, r in zip(ours2, ref2)]
     report["n_scenario2"] = len(mine)
     report["expert_load"] = expert_load(shard)

@@ -5,7 +5,9 @@ import ray
 import torch
 
 import ernie_vl
-from ernie_vl.engine import Engine, GenerationSettings, Prepared
+from ernie_vl.engine import Engine
+from ernie_vl.generation import GenerationSettings
+from ernie_vl.inputs import ModelInputs
 
 pytestmark = pytest.mark.ray
 
@@ -28,10 +30,10 @@ def _requests(model, n=5):
         ids = torch.randint(20, 500, (4 + 3 * i,), generator=g)
         if i % 2:
             body = torch.tensor([c.image_start_token_id] + [c.image_token_id] * 4 + [c.image_end_token_id])
-            reqs.append(Prepared(torch.cat([ids, body]), pixel_values=torch.randn(16, 588, generator=g),
-                                 image_grid_thw=torch.tensor([[1, 4, 4]])))
+            reqs.append(ModelInputs.build(torch.cat([ids, body]), c, torch.randn(16, 588, generator=g),
+                                          torch.tensor([[1, 4, 4]])))
         else:
-            reqs.append(Prepared(ids))
+            reqs.append(ModelInputs.build(ids, c))
     return reqs
 
 

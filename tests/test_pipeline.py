@@ -40,8 +40,9 @@ pytestmark = pytest.mark.ray
 def ray_session():
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "ERNIE_VL_HOME": os.environ["ERNIE_VL_HOME"]}})
+        from ernie_vl.worker_env import worker_env
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": worker_env()})
     yield ray.get_runtime_context().gcs_address
     if started:
         ray.shutdown()
@@ -100,6 +101,26 @@ def test_demo_end_to_end(demo_run):
     assert res.complete
 
 
+def test_pipeline_metrics_equal_ernie_vl_score(demo_run, tmp_path):
+    """One metrics path: `ernie-vl score` on the run's own predictions writes the pipeline's metrics.parquet again,
+    row for row, and a Ray worker sees the driver's ERNIE_VL_HOME (the one worker environment)."""
+    import shutil
+
+    from pipelines.cli import main
+
+    out, res, _ = demo_run
+    copy = tmp_path / "rescored"
+    shutil.copytree(out, copy)
+    (copy / "metrics.parquet").unlink()
+    assert main(["score", str(copy)]) == 0
+    pipeline, score = pq.read_table(out / "metrics.parquet"), pq.read_table(copy / "metrics.parquet")
+    assert pipeline.num_rows > 0 and set(pipeline.column("flavor").to_pylist()) == {"official"}
+    assert pipeline.equals(score), (pipeline.to_pylist(), score.to_pylist())
+    assert pipeline.to_pylist() == res.metrics
+    home = ray.get(ray.remote(num_cpus=0.01)(lambda: os.environ.get("ERNIE_VL_HOME")).remote())
+    assert home == os.environ["ERNIE_VL_HOME"]
+
+
 def test_rerun_skips_everything(demo_run):
     out, _, _ = demo_run
     before = {p.name: p.stat().st_mtime_ns for p in (out / "predictions").iterdir()}
@@ -114,10 +135,11 @@ def test_predictions_identical_to_the_engine_run_directly(demo_run):
     import torch
 
     from ernie_vl import Processor, load_model
-    from ernie_vl.engine import Engine, GenerationSettings, Prepared
+    from ernie_vl.engine import Engine
+    from ernie_vl.generation import GenerationSettings
+    from ernie_vl.inputs import ModelInputs
     from ernie_vl.tiny import default_model_path
     from evals.registry import get_benchmark
-    from pipelines.replica import read_eos_ids
 
     out, res, _ = demo_run
     path = default_model_path()
@@ -135,10 +157,11 @@ def test_predictions_identical_to_the_engine_run_directly(demo_run):
                 kw = dict(bench.video_sampling, min_frames=4)
             o = proc.apply_chat_template(bench.build_messages(s, "official"), add_generation_prompt=True,
                                          tokenize=True, return_dict=True, return_tensors="pt", **kw)
-            reqs.append(Prepared.from_processor(o))
-        engine = Engine(model, pad_token_id=model.config.text.pad_token_id or 0, max_batch_size=16,
-                        max_batch_tokens=16384)
-        gens = engine.generate(reqs, GenerationSettings(max_new_tokens=32, eos_token_id=read_eos_ids(path, model)))
+            reqs.append(ModelInputs.build(o["input_ids"][0], proc.media_tokens, o.get("pixel_values"),
+                                          o.get("image_grid_thw"), o.get("pixel_values_videos"), o.get("video_grid_thw")))
+        engine = Engine(model, max_batch_size=16, max_batch_tokens=16384)
+        eos = json.loads((path / "generation_config.json").read_text())["eos_token_id"]
+        gens = engine.generate(reqs, GenerationSettings(max_new_tokens=32, eos_token_id=tuple(eos)))
     finally:
         torch.set_num_threads(threads)
     direct = {s.sample_id: proc.decode(g.tokens, skip_special_tokens=True) for s, g in zip(samples, gens)}
@@ -296,6 +319,7 @@ def test_replica_killed_mid_run_every_sample_exactly_once(ray_session, fault_dat
     assert killed[0] not in _replica_pids()
 
 
+@pytest.mark.subprocess
 def test_driver_kill_9_then_rerun_every_sample_exactly_once(ray_session, fault_data, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "ernie_vl_cli", "eval", "--benchmark", "demo", "--data", str(fault_data),

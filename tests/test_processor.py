@@ -14,8 +14,9 @@ from PIL import Image
 
 from ernie_vl.bench.preprocess import write_video
 from ernie_vl.errors import ChatFormatError, ImageError, PlaceholderMismatchError
-from ernie_vl.processor import PACKAGED_FONT, Processor, ProcessorOutput, write_processor_files
-from ernie_vl.tokenizer import write_tiny_tokenizer
+from ernie_vl.processor import PACKAGED_FONT, Processor, ProcessorOutput
+from ernie_vl.processor_files import write_processor_files
+from ernie_vl.tokenizer_tiny import write_tiny_tokenizer
 
 import transformers  # noqa: E402,F401 - part of the test extra: a missing one must fail, not skip
 from transformers.video_utils import load_video  # noqa: E402

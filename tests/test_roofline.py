@@ -4,7 +4,7 @@ import torch
 
 import ernie_vl
 from ernie_vl import moe
-from ernie_vl.engine import Prepared
+from ernie_vl.inputs import ModelInputs
 from ernie_vl.bench.roofline import floor, workload_costs
 
 
@@ -13,8 +13,8 @@ def _reqs(model):
     g = torch.Generator().manual_seed(0)
     ids = torch.cat([torch.randint(20, 500, (7,), generator=g),
                      torch.tensor([c.image_start_token_id] + [c.image_token_id] * 4 + [c.image_end_token_id])])
-    return [Prepared(ids, pixel_values=torch.randn(16, 588, generator=g), image_grid_thw=torch.tensor([[1, 4, 4]])),
-            Prepared(torch.randint(20, 500, (5,), generator=g))]
+    return [ModelInputs.build(ids, c, torch.randn(16, 588, generator=g), torch.tensor([[1, 4, 4]])),
+            ModelInputs.build(torch.randint(20, 500, (5,), generator=g), c)]
 
 
 def test_grouped_expert_flops_are_counted_like_the_reference_loop(tiny_dir):

@@ -3,7 +3,7 @@
 One module-scoped server (ray.init(num_cpus=2), replicas with fractional CPUs) holds two applications: the main one
 (API key, media root, URL allow-list, small limits so the limit tests stay cheap) and a deliberately tight one that
 shows backpressure. Expected answers come from the batch path run in this process: `Processor.apply_chat_template`
--> `Prepared.from_processor` -> `Engine.generate` (greedy) -> `Tokenizer.decode(skip_special_tokens=True)`.
+-> `ModelInputs` -> `Engine.generate` (greedy) -> `Tokenizer.decode(skip_special_tokens=True)`.
 The replica-kill test runs last.
 """
 
@@ -147,9 +147,11 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def batch_path():
-    """The batch pipeline's path, in this process: processor -> Prepared -> Engine.generate -> decode."""
+    """The batch pipeline's path, in this process: processor -> ModelInputs -> Engine.generate -> decode."""
     import ernie_vl
-    from ernie_vl.engine import Engine, GenerationSettings, Prepared
+    from ernie_vl.engine import Engine
+    from ernie_vl.generation import GenerationSettings
+    from ernie_vl.inputs import ModelInputs
     from ernie_vl.tiny import default_model_path
     from ernie_vl.tokenizer import Tokenizer
 
@@ -158,13 +160,17 @@ def batch_path():
     processor = ernie_vl.Processor.from_pretrained(path)
     tokenizer = Tokenizer.from_pretrained(path)
     eos = json.loads((path / "generation_config.json").read_text())["eos_token_id"]
-    engine = Engine(model, pad_token_id=model.config.text.pad_token_id or 0)
+    engine = Engine(model)
+
+    def inputs(msgs):
+        o = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                          return_tensors="pt")
+        return ModelInputs.build(o["input_ids"][0], processor.media_tokens, o.get("pixel_values"),
+                                 o.get("image_grid_thw"), o.get("pixel_values_videos"), o.get("video_grid_thw"))
 
     def answer(conversations: list[list[dict]], max_new_tokens: int) -> list[tuple[str, int, int]]:
-        prepared = [Prepared.from_processor(processor.apply_chat_template(
-            msgs, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"))
-            for msgs in conversations]
-        out = engine.generate(prepared, GenerationSettings(max_new_tokens=max_new_tokens, eos_token_id=list(eos)))
+        prepared = [inputs(msgs) for msgs in conversations]
+        out = engine.generate(prepared, GenerationSettings(max_new_tokens=max_new_tokens, eos_token_id=tuple(eos)))
         return [(tokenizer.decode(g.tokens, skip_special_tokens=True), g.prompt_tokens, len(g.tokens)) for g in out]
 
     return answer

@@ -115,13 +115,13 @@ def test_serve_command_is_registered_and_bad_expert_shards_fail_cleanly(capsys):
 
 
 def test_gang_steps_give_sampling_jobs_their_own_lane_and_balance_greedy_ones():
-    from serve.decode import RowParams
+    from ernie_vl.generation import GenerationSettings
     from serve.sharded import plan_lanes
 
     class Job:
         def __init__(self, name, prompt, budget, sample=False):
             self.name, self.prompt_tokens = name, prompt
-            self.params = RowParams(budget, do_sample=sample, seed=7 if sample else 0)
+            self.settings = GenerationSettings(budget, do_sample=sample, seed=7 if sample else 0)
 
     image, text, short = Job("image", 300, 8), Job("text", 20, 8), Job("short", 10, 4)
     s1, s2, s3 = (Job(f"s{i}", 10, 8, sample=True) for i in (1, 2, 3))
@@ -179,18 +179,21 @@ def test_request_accepts_the_openai_subset_and_ignores_unknown_fields():
 
 
 def test_generation_settings_follow_the_request_then_the_checkpoint_defaults():
-    from serve.prepare import GenerationDefaults, row_params
+    from ernie_vl.generation import GenerationSettings
+    from serve.prepare import request_settings
     from serve.schemas import parse_request
 
     s = ServeSettings(default_max_tokens=16, max_tokens_limit=64, max_prompt_tokens=100)
-    greedy, sampling = GenerationDefaults(), GenerationDefaults(do_sample=True, temperature=0.7, top_p=0.8, top_k=20)
+    greedy = GenerationSettings(eos_token_id=(2,), pad_token_id=1)
+    sampling = greedy.replace(do_sample=True, temperature=0.7, top_p=0.8, top_k=20)
 
     def params(extra, defaults=greedy, prompt=10, context=1000):
-        return row_params(parse_request({"messages": [{"role": "user", "content": "hi"}], **extra}), s, defaults,
+        return request_settings(parse_request({"messages": [{"role": "user", "content": "hi"}], **extra}), s, defaults,
                           prompt, context)
 
     assert params({}) == params({"temperature": 0}) == params({"temperature": 0, "seed": 3})
     assert not params({}).do_sample and params({}).max_new_tokens == 16
+    assert (params({}).eos_token_id, params({}, sampling).pad_token_id) == ((2,), 1)  # the checkpoint's ids kept
     p = params({}, sampling)
     assert (p.do_sample, p.temperature, p.top_p, p.top_k) == (True, 0.7, 0.8, 20)
     p = params({"temperature": 1.2, "top_p": 0.5, "seed": 9, "max_tokens": 30}, sampling)
@@ -470,7 +473,7 @@ def test_job_queue_wakes_the_decode_thread_on_submit():
 
 
 def _requests(model, g):
-    from ernie_vl.engine import Prepared
+    from ernie_vl.inputs import ModelInputs
 
     c = model.config
     reqs = []
@@ -483,13 +486,13 @@ def _requests(model, g):
                                                + [c.image_end_token_id]), ids[:2]])
             kw = {"pixel_values": torch.randn(grid[1] * grid[2], 588, generator=g),
                   "image_grid_thw": torch.tensor([grid])}
-        reqs.append(Prepared(input_ids=ids, **kw))
+        reqs.append(ModelInputs.build(ids, c, **kw))
     return reqs
 
 
 class _Row:
-    def __init__(self, prepared, params):
-        self.prepared, self.params, self.tokens, self.finish = prepared, params, [], None
+    def __init__(self, inputs, settings):
+        self.inputs, self.settings, self.tokens, self.finish = inputs, settings, [], None
 
     def on_token(self, tok, finish):
         self.tokens.append(tok)
@@ -497,11 +500,12 @@ class _Row:
         return False
 
 
-def _decode(model, reqs, params, eos, max_slots=32, arrive_every=0):
-    """Drive a SlotDecoder like the decode thread; with `arrive_every` k, request i arrives at step i*k."""
-    from serve.decode import SlotDecoder
+def _decode(model, reqs, params, max_slots=32, arrive_every=0):
+    """Drive the server's continuous batch like the decode thread; with `arrive_every` k, request i arrives at
+    step i*k."""
+    from ernie_vl.slots import ContinuousBatch
 
-    dec = SlotDecoder(model, eos, max_slots=max_slots)
+    dec = ContinuousBatch(model, max_slots=max_slots)
     rows = [_Row(r, p) for r, p in zip(reqs, params)]
     waiting, step = list(rows), 0
     while waiting or dec.active:
@@ -521,40 +525,42 @@ def test_decoder_equals_engine_generate_greedy(tiny_dir):
     """The server's continuous batch gives the batch engine's tokens: early EOS stops, refilled slots, requests
     joining a running batch (the cache grows), per-request budgets."""
     import ernie_vl
-    from ernie_vl.engine import Engine, GenerationSettings
-    from serve.decode import RowParams
+    from ernie_vl.engine import Engine
+    from ernie_vl.generation import GenerationSettings
 
     model = ernie_vl.load_model(tiny_dir)
     reqs = _requests(model, torch.Generator().manual_seed(0))
     eos = Engine(model).generate(reqs[:1], GenerationSettings(max_new_tokens=10))[0].tokens[3]
-    ref = Engine(model, max_batch_size=2).generate(reqs, GenerationSettings(max_new_tokens=10, eos_token_id=[eos]))
+    stop = GenerationSettings(max_new_tokens=10, eos_token_id=(eos,))
+    ref = Engine(model, max_batch_size=2).generate(reqs, stop)
     assert any(r.finish_reason == "stop" for r in ref) and any(r.finish_reason == "length" for r in ref)
     for max_slots, arrive_every in [(32, 0), (2, 0), (8, 2)]:
-        tokens, finish = _decode(model, reqs, [RowParams(10)] * len(reqs), [eos], max_slots, arrive_every)
+        tokens, finish = _decode(model, reqs, [stop] * len(reqs), max_slots, arrive_every)
         assert tokens == [r.tokens for r in ref], (max_slots, arrive_every)
         assert finish == [r.finish_reason for r in ref]
     budgets = [3, 10, 1, 7, 5]
-    tokens, _ = _decode(model, reqs, [RowParams(b) for b in budgets], [eos], 4, 1)
+    tokens, _ = _decode(model, reqs, [stop.replace(max_new_tokens=b) for b in budgets], 4, 1)
     assert tokens == [r.tokens[:b] for r, b in zip(ref, budgets)]
 
 
 def test_seeded_sampling_does_not_depend_on_the_batch(tiny_dir):
     import ernie_vl
-    from serve.decode import RowParams
+    from ernie_vl.generation import GenerationSettings
 
     model = ernie_vl.load_model(tiny_dir)
     reqs = _requests(model, torch.Generator().manual_seed(1))
-    p = RowParams(8, do_sample=True, temperature=1.0, top_p=0.9, top_k=50, seed=7)
-    alone, _ = _decode(model, reqs[:1], [p], [])
-    together, _ = _decode(model, reqs, [p] + [RowParams(8)] * 4, [])
+    p = GenerationSettings(8, do_sample=True, temperature=1.0, top_p=0.9, top_k=50, seed=7)
+    alone, _ = _decode(model, reqs[:1], [p])
+    together, _ = _decode(model, reqs, [p] + [GenerationSettings(8)] * 4)
     assert together[0] == alone[0]
-    other, _ = _decode(model, reqs[:1], [RowParams(8, True, 1.0, 0.9, 50, seed=8)], [])
+    other, _ = _decode(model, reqs[:1], [p.replace(seed=8)])
     assert other[0] != alone[0]
 
 
 def test_a_cancelled_row_leaves_its_slot(tiny_dir):
     import ernie_vl
-    from serve.decode import RowParams, SlotDecoder
+    from ernie_vl.generation import GenerationSettings
+    from ernie_vl.slots import ContinuousBatch
 
     model = ernie_vl.load_model(tiny_dir)
     reqs = _requests(model, torch.Generator().manual_seed(2))
@@ -564,8 +570,8 @@ def test_a_cancelled_row_leaves_its_slot(tiny_dir):
             super().on_token(tok, finish)
             return len(self.tokens) >= 2  # e.g. a stop string matched, or the client disconnected
 
-    dec = SlotDecoder(model, [], max_slots=4)
-    rows = [Quitter(reqs[0], RowParams(10)), _Row(reqs[1], RowParams(10))]
+    dec = ContinuousBatch(model, max_slots=4)
+    rows = [Quitter(reqs[0], GenerationSettings(10)), _Row(reqs[1], GenerationSettings(10))]
     dec.admit(rows)
     while dec.active:
         dec.step()

@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
-from ernie_vl.processor import write_processor_files
-from ernie_vl.tokenizer import Tokenizer, write_tiny_tokenizer
+from ernie_vl.processor_files import write_processor_files
+from ernie_vl.tokenizer import Tokenizer
+from ernie_vl.tokenizer_tiny import write_tiny_tokenizer
 
 import transformers  # noqa: E402,F401 - part of the test extra: a missing one must fail, not skip
 
@@ -123,7 +124,7 @@ ERNIE_SPECIALS = ["<|begin_of_sentence|>", "<|end_of_sentence|>", "<|IMAGE_PLACE
 def _train_spm(folder, control: bool):
     import sentencepiece as spm
 
-    from ernie_vl.tokenizer import _TINY_CORPUS
+    from ernie_vl.tokenizer_tiny import _TINY_CORPUS
 
     corpus = folder / "corpus.txt"
     corpus.write_text((_TINY_CORPUS + "\n") * 3 + "naïve café 你好 12345 67890\n")
@@ -181,7 +182,7 @@ def test_sentencepiece_conversion_parity(tmp_path, control):
 
 def test_sentencepiece_errors(tmp_path):
     from ernie_vl.errors import ProcessingError
-    from ernie_vl.tokenizer import read_sentencepiece_model
+    from ernie_vl.tokenizer_sentencepiece import read_sentencepiece_model
 
     bad = tmp_path / "tokenizer.model"
     bad.write_bytes(b"\xff\xff\xff garbage")

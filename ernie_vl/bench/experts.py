@@ -31,7 +31,8 @@ def _rank_main(rank, world, port, shape, batch, new_tokens, device, out_dir, pla
     import torch.distributed as dist
 
     from .generate import _config, workload
-    from ..engine import Engine, GenerationSettings
+    from ..engine import Engine
+    from ..generation import GenerationSettings
     from ..expert_parallel import Placement, a2a_bytes, shard_model
     from ..tiny import random_model
 

@@ -24,7 +24,10 @@ import torch
 from torch import nn
 
 from ..config import named_config
-from ..engine import DECODE_MODES, Engine, GenerationSettings, Prepared, resolve_decode_mode
+from ..decode_step import DECODE_MODES, resolve_decode_mode
+from ..engine import Engine
+from ..generation import GenerationSettings
+from ..inputs import ModelBatch, ModelInputs
 
 TEXT_BEFORE, TEXT_AFTER, IMAGE_GRID, NEW_TOKENS = 64, 32, (1, 32, 32), 32
 SHAPES = {"tiny": "tiny", "small": "small", "28b": "28b-a3b"}
@@ -39,7 +42,7 @@ def _config(shape: str):
     return cfg
 
 
-def workload(cfg, batch: int, seed: int = 0) -> list[Prepared]:
+def workload(cfg, batch: int, seed: int = 0) -> list[ModelInputs]:
     g = torch.Generator().manual_seed(seed)
     n_img = IMAGE_GRID[1] * IMAGE_GRID[2] // 4
     reqs = []
@@ -50,7 +53,7 @@ def workload(cfg, batch: int, seed: int = 0) -> list[Prepared]:
             torch.randint(10, cfg.text.vocab_size - 16, (TEXT_AFTER,), generator=g),
         ])
         pix = torch.randn(IMAGE_GRID[1] * IMAGE_GRID[2], 588, generator=g)
-        reqs.append(Prepared(ids, pixel_values=pix, image_grid_thw=torch.tensor([IMAGE_GRID])))
+        reqs.append(ModelInputs.build(ids, cfg, pix, torch.tensor([IMAGE_GRID])))
     return reqs
 
 
@@ -128,10 +131,9 @@ def ours_runner(model, reqs, device, decode: str):
 
 
 def _hf_inputs(cfg, reqs):
-    from ..engine import collate
     from ..positions import token_types
 
-    kw = collate(reqs)
+    kw = ModelBatch.collate(reqs).transformers_kwargs()
     mm, moe = token_types(kw["input_ids"], cfg)
     return {**kw, "mm_token_type_ids": mm, "moe_mm_token_type_ids": moe}
 

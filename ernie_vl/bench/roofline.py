@@ -14,7 +14,9 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..engine import Engine, GenerationSettings, Prepared
+from ..engine import Engine
+from ..generation import GenerationSettings
+from ..inputs import ModelInputs
 
 
 def _grouped_mm_flops(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
@@ -49,7 +51,7 @@ def _nbytes(params) -> int:
     return sum(p.numel() * p.element_size() for p in params)
 
 
-def workload_costs(model, reqs: list[Prepared], new_tokens: int) -> dict:
+def workload_costs(model, reqs: list[ModelInputs], new_tokens: int) -> dict:
     """FLOPs of the prefill; FLOPs and bytes read of the decode steps (one batch of `reqs`, greedy, full length)."""
     engine = Engine(model, max_batch_size=len(reqs), max_batch_tokens=1 << 30, decode="eager")
     prefill_flops = _count(lambda: engine.generate(reqs, GenerationSettings(max_new_tokens=1)))

@@ -1,0 +1,86 @@
+"""Generation settings: the one type that the engine, the continuous batch, the batch pipeline, the server and the
+expert-parallel gang all use, with the checkpoint's defaults (generation_config.json, else config.json).
+
+A request's settings are the checkpoint's defaults with what the caller asked for replaced
+(`GenerationSettings.from_checkpoint(path).replace(max_new_tokens=64)`); every row of a continuous batch carries its
+own, so concurrent requests may ask for different things.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = 32
+    do_sample: bool = False  # sampling happens only with do_sample and temperature > 0 (`samples`)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 0  # a sampling row's own torch.Generator is seeded with it: same seed, same tokens
+    eos_token_id: tuple[int, ...] = ()
+    pad_token_id: int = 0  # fills padded prompt positions (masked: it changes no result)
+
+    def __post_init__(self):
+        if self.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        object.__setattr__(self, "eos_token_id", tuple(int(e) for e in self.eos_token_id))
+
+    @property
+    def samples(self) -> bool:
+        return self.do_sample and self.temperature > 0
+
+    def replace(self, **changes: Any) -> "GenerationSettings":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_checkpoint(cls, path, model_config=None, **changes: Any) -> "GenerationSettings":
+        """The checkpoint folder's defaults — EOS and pad ids, do_sample/temperature/top_p/top_k from
+        generation_config.json, EOS/pad from the model config where that file has none — then `changes`."""
+        gen = _read(Path(path) / "generation_config.json") if path is not None else {}
+        text = getattr(model_config, "text", None)
+        eos = gen.get("eos_token_id")
+        if eos is None and text is not None:
+            eos = getattr(text, "eos_token_id", None)
+        pad = gen.get("pad_token_id")
+        if pad is None and text is not None:
+            pad = getattr(text, "pad_token_id", None)
+        base = cls(
+            do_sample=bool(gen.get("do_sample", False)),
+            temperature=float(gen.get("temperature", 1.0) or 1.0),
+            top_p=float(gen.get("top_p", 1.0) or 1.0),
+            top_k=int(gen.get("top_k", 0) or 0),
+            eos_token_id=tuple(_ids(eos)),
+            pad_token_id=0 if pad is None else int(pad),
+        )
+        return base.replace(**changes) if changes else base
+
+
+@dataclass
+class Generated:
+    tokens: list[int]  # new tokens, EOS included if produced
+    finish_reason: str  # "stop" | "length"
+    prompt_tokens: int
+    latency_s: float
+
+
+def finish_reason(token: int, n_tokens: int, settings: GenerationSettings) -> str | None:
+    """Why a row ends with this token, its `n_tokens`-th: "stop" (EOS), "length" (budget spent) or None."""
+    if token in settings.eos_token_id:
+        return "stop"
+    return "length" if n_tokens >= settings.max_new_tokens else None
+
+
+def _ids(value) -> list[int]:
+    if value is None:
+        return []
+    return [int(e) for e in (value if isinstance(value, (list, tuple)) else [value])]
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
