@@ -1,6 +1,9 @@
 """`ernie-vl convert SRC DST`: original hub layout <-> fused Hugging Face layout, streaming tensor by tensor.
 
-Config, tokenizer, processor and generation files are carried over (config.json rewritten in the target format).
+Both directions read the rule table of `weight_map.py`: original -> hf through `weights.iter_hf_tensors` (the table's
+forward transforms, with the same strict checks as loading), hf -> original through `weight_map.to_original` (its
+inverse transforms). Config, tokenizer, processor and generation files are carried over (config.json rewritten in
+the target format).
 Peak memory is one fused expert tensor (e.g. 64 x 3072 x 2560 bf16 = 1 GB at the 28B shape), not the checkpoint.
 """
 
@@ -11,7 +14,8 @@ import shutil
 from pathlib import Path
 
 from .config import ModelConfig
-from .weights import SafetensorsFolder, detect_layout, iter_hf_tensors, to_original, write_shards, resolve_dtype
+from .weight_map import to_original
+from .weights import SafetensorsFolder, detect_layout, iter_hf_tensors, resolve_dtype, write_shards
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 

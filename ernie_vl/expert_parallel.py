@@ -179,13 +179,6 @@ def load_sharded_model(path: str | Path | None, rank: int, placement: Placement,
     """Load a replica shard reading only this rank's expert tensors from the checkpoint (either layout)."""
     from .weights import load_model
 
-    def experts_of(hf_key: str) -> list[int] | None:
-        if ".text_moe.experts." in hf_key:
-            return placement.local("text", rank)
-        if ".vision_moe.experts." in hf_key:
-            return placement.local("vision", rank)
-        return None
-
     def factory(model):
         t = model.config.text
         placement.validate(t.moe_num_experts)
@@ -196,7 +189,8 @@ def load_sharded_model(path: str | Path | None, rank: int, placement: Placement,
                 placement.world, group,
             )
 
-    model = load_model(path, dtype=dtype, device=device, expert_subset=experts_of, prepare=factory)
+    mine = {pool: placement.local(pool, rank) for pool in ("text", "vision")}  # expert ids of each pool's stack
+    model = load_model(path, dtype=dtype, device=device, expert_subset=mine, prepare=factory)
     for pool, name in _pools(model):
         e = pool.experts
         e.owner, e.slot = e.owner.to(model.device), e.slot.to(model.device)

@@ -7,8 +7,9 @@ Layouts (model-spec §3):
   as `mlp.gate.weight` / `mlp.gate.weight_1`, one `[2, E]` correction bias, `vision_model.` (or
   `model.vision_model.`) prefix, resampler MLPs as `.0/.2/.3`, text under `model.` without `language_model.`.
 
-Key remapping is data (the `_RENAMES` table plus three tensor transforms); loading is strict: every expected tensor
-must be found with the right shape, and every checkpoint tensor must be used (names of all offenders are reported).
+Key remapping is data (the rule tables of `weight_map.py`: names, transforms and shape rules of both layouts); loading
+is strict: every expected tensor must be found with the right shape, and every checkpoint tensor must be used (names
+of all offenders are reported).
 Tensors are read one at a time from memory-mapped files; expert slices are read with `get_slice`, so converting a
 58 GB checkpoint never holds more than one fused tensor in memory. Only safetensors are read — never pickles.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -25,14 +26,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .config import ModelConfig
+from .weight_map import CheckpointError, Names, Part, keep_float32, lookup, pool_of, to_original  # noqa: F401
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 IGNORED_SOURCE = re.compile(r"(^|\.)mtp|rotary_pos_emb\.inv_freq$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder that does not hold the tensors this config needs."""
 
 
 # ----------------------------------------------------------------------------------------------- reading files
@@ -95,81 +93,6 @@ def detect_layout(keys: list[str]) -> str:
     )
 
 
-# ----------------------------------------------------------------------------------------------- name mapping
-# (HF fused name pattern, original name pattern) for one-to-one tensors; applied in order, first match wins.
-_RENAMES: list[tuple[str, str]] = [
-    (r"^model\.vision_tower\.(.*)$", r"vision_model.\1"),
-    (r"^model\.resampler_model\.(spatial|temporal)_linear\.fc1\.(.*)$", r"model.resampler_model.\1_linear.0.\2"),
-    (r"^model\.resampler_model\.(spatial|temporal)_linear\.fc2\.(.*)$", r"model.resampler_model.\1_linear.2.\2"),
-    (r"^model\.resampler_model\.(spatial|temporal)_linear\.ln\.(.*)$", r"model.resampler_model.\1_linear.3.\2"),
-    (r"^model\.resampler_model\.(.*)$", r"model.resampler_model.\1"),
-    (r"^model\.language_model\.(.*)$", r"model.\1"),
-    (r"^lm_head\.weight$", r"lm_head.weight"),
-]
-_POOL = re.compile(r"^model\.language_model\.layers\.(\d+)\.mlp\.(text|vision)_moe\.(.*)$")
-
-
-def _rename(hf_key: str) -> str:
-    for pat, repl in _RENAMES:
-        if re.match(pat, hf_key):
-            return re.sub(pat, repl, hf_key)
-    raise KeyError(hf_key)
-
-
-def original_sources(hf_key: str, n_experts: int) -> list[str]:
-    """The original-layout tensors one HF tensor is built from (one, or one per expert)."""
-    m = _POOL.match(hf_key)
-    if not m:
-        return [_rename(hf_key)]
-    layer, pool, rest = m.groups()
-    base = f"model.layers.{layer}.mlp"
-    offset = 0 if pool == "text" else n_experts
-    if rest == "gate.weight":
-        return [f"{base}.gate.weight" + ("" if pool == "text" else "_1")]
-    if rest == "gate.moe_statics.e_score_correction_bias":
-        return [f"{base}.moe_statics.e_score_correction_bias"]
-    if rest == "experts.gate_up_proj":
-        return [f"{base}.experts.{offset + e}.{p}.weight" for p in ("gate_proj", "up_proj") for e in range(n_experts)]
-    if rest == "experts.down_proj":
-        return [f"{base}.experts.{offset + e}.down_proj.weight" for e in range(n_experts)]
-    raise KeyError(hf_key)
-
-
-class _OriginalView:
-    """Reads HF-named tensors out of an original-layout folder."""
-
-    def __init__(self, folder: SafetensorsFolder, n_experts: int):
-        self.f, self.E = folder, n_experts
-        self.vision_prefix = "model.vision_model." if any(k.startswith("model.vision_model.") for k in folder.keys()) else "vision_model."
-
-    def source_keys(self, hf_key: str) -> list[str]:
-        keys = original_sources(hf_key, self.E)
-        return [self.vision_prefix + k[len("vision_model."):] if k.startswith("vision_model.") else k for k in keys]
-
-    def get(self, hf_key: str, experts: list[int] | None = None) -> torch.Tensor:
-        """The HF tensor; for stacked experts optionally only the listed experts (others are not read)."""
-        m = _POOL.match(hf_key)
-        src = self.source_keys(hf_key)
-        if experts is not None and m and m.group(3).startswith("experts."):
-            if m.group(3) == "experts.gate_up_proj":
-                gate = torch.stack([self.f.get(src[e]) for e in experts])
-                up = torch.stack([self.f.get(src[self.E + e]) for e in experts])
-                return torch.cat([gate, up], dim=1)
-            return torch.stack([self.f.get(src[e]) for e in experts])
-        if not m:
-            return self.f.get(src[0])
-        pool, rest = m.group(2), m.group(3)
-        if rest == "gate.weight":
-            return self.f.get(src[0]).t().contiguous()  # stored [in, out]
-        if rest == "gate.moe_statics.e_score_correction_bias":
-            return self.f.get_row(src[0], 0 if pool == "text" else 1)[None].clone()
-        if rest == "experts.gate_up_proj":
-            gate = torch.stack([self.f.get(k) for k in src[: self.E]])
-            up = torch.stack([self.f.get(k) for k in src[self.E :]])
-            return torch.cat([gate, up], dim=1)
-        return torch.stack([self.f.get(k) for k in src])  # experts.down_proj
-
-
 def expected_tensors(cfg: ModelConfig) -> dict[str, tuple[torch.Size, torch.dtype]]:
     """HF-layout name -> (shape, dtype) of every tensor a checkpoint for `cfg` must provide."""
     from .model import ErnieVLForConditionalGeneration
@@ -182,40 +105,58 @@ def expected_tensors(cfg: ModelConfig) -> dict[str, tuple[torch.Size, torch.dtyp
     return out
 
 
+def _part_shape(folder: SafetensorsFolder, part: Part) -> list[int] | None:
+    full = folder.shape(part.key)
+    if part.row is None:
+        return full
+    return full[1:] if full and full[0] == part.rows else None  # a row of a tensor stacking `rows` of them
+
+
+def _read(folder: SafetensorsFolder, part: Part) -> torch.Tensor:
+    return folder.get(part.key) if part.row is None else folder.get_row(part.key, part.row)
+
+
 def iter_hf_tensors(
-    src: str | Path, cfg: ModelConfig, strict: bool = True, expert_subset=None
+    src: str | Path, cfg: ModelConfig, strict: bool = True, expert_subset: Mapping[str, Sequence[int]] | None = None
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield (HF name, tensor) for every tensor `cfg` needs, from a folder in either layout, one at a time.
 
-    Missing tensors, wrong shapes and unused checkpoint tensors raise `CheckpointError` listing every offender
-    (before any tensor is yielded). `expert_subset(hf_key) -> list[int] | None` restricts stacked expert tensors to
-    those experts (an expert-parallel rank reads only its own; the others are never read from disk)."""
+    Names, transforms and shapes come from the `weight_map` table of the folder's layout. Missing tensors, wrong
+    shapes and unused checkpoint tensors raise `CheckpointError` listing every offender (before any tensor is
+    yielded). `expert_subset` ({"text": [experts], "vision": [...]}) restricts the stacked expert tensors of those
+    pools to the listed experts, in that order (an expert-parallel rank reads only its own; the others are never
+    read from disk)."""
     folder = SafetensorsFolder(src)
     layout = detect_layout(folder.keys())
     expected = expected_tensors(cfg)
-    E = cfg.text.moe_num_experts
-    view = _OriginalView(folder, E) if layout == "original" else None
+    hf_saved = any(k.startswith("model.vision_model.") for k in folder.keys())  # transformers' original-format save
+    names = Names(cfg.text.moe_num_experts, "model.vision_model." if hf_saved else "vision_model.")
 
-    def sources(k: str) -> list[str]:
-        return view.source_keys(k) if view else [k]
-
-    missing, bad_shape, used = [], [], set()
+    plan, missing, bad_shape, used = {}, [], [], set()
     for key, (shape, _) in expected.items():
         try:
-            srcs = sources(key)
+            rule, m = lookup(layout, key)
         except KeyError:
             missing.append(key)
+            plan[key] = None
             continue
-        absent = [s for s in srcs if s not in folder]
-        if absent and key.endswith("e_score_correction_bias"):
-            continue  # zeros when absent, as the reference initialises it
+        groups = rule.parts(m, names)
+        keys = [p.key for g in groups for p in g]
+        absent = list(dict.fromkeys(k for k in keys if k not in folder))
+        used.update(k for k in keys if k in folder)  # the other sources of a tensor missing one are not unexpected
+        if absent and rule.optional:
+            plan[key] = None  # zeros, as the reference initialises it
+            continue
         if absent:
             missing.extend(absent)
+            plan[key] = None  # zeros when not strict
             continue
-        used.update(srcs)
-        got = _source_shape(folder, key, srcs, layout, E)
-        if list(got) != list(shape):
-            bad_shape.append(f"{key}: expected {list(shape)}, got {list(got)}")
+        plan[key] = (rule, m)
+        shapes = [[_part_shape(folder, p) for p in g] for g in groups]
+        got = None if any(s is None for g in shapes for s in g) else rule.full_shape(shapes)
+        if got is None or list(got) != list(shape):
+            got_s = list(got) if got is not None else ", ".join(sorted({f"{k} {folder.shape(k)}" for k in keys}))
+            bad_shape.append(f"{key}: expected {list(shape)}, got {got_s}")
     unexpected = [
         k for k in folder.keys() if k not in used and not IGNORED_SOURCE.search(k) and not _is_tied_head(k, cfg)
     ]
@@ -229,75 +170,31 @@ def iter_hf_tensors(
             parts.append(f"unexpected {len(unexpected)} tensors: {', '.join(unexpected)}")
         raise CheckpointError("\n".join(parts))
 
-    for key, (shape, dtype) in expected.items():
-        srcs = sources(key)
-        if any(s not in folder for s in srcs):
-            yield key, torch.zeros(shape, dtype=torch.float32)  # absent correction bias
+    for key, (shape, _) in expected.items():
+        if plan[key] is None:
+            yield key, torch.zeros(shape, dtype=torch.float32)
             continue
-        subset = expert_subset(key) if expert_subset is not None else None
-        if subset is not None and not subset:
+        rule, m = plan[key]
+        experts = expert_subset.get(pool_of(m)) if rule.per_expert and expert_subset is not None else None
+        if experts is not None and not len(experts):
             yield key, torch.empty(0, *shape[1:])
-        elif subset is not None:
-            yield key, (view.get(key, subset) if view else torch.stack([folder.get_row(key, r) for r in subset]))
-        else:
-            yield key, (view.get(key) if view else folder.get(key))
+            continue
+        groups = rule.parts(m, names, experts)
+        whole = _whole_tensor(groups)
+        yield key, folder.get(whole) if whole else rule.build([[_read(folder, p) for p in g] for g in groups])
 
+
+def _whole_tensor(groups: list[list[Part]]) -> str | None:
+    """The key when `groups` are exactly the rows 0..n-1 of one stored tensor, in order: read it in one go."""
+    first = groups[0][0]
+    if first.row is None or any(len(g) != 1 for g in groups) or len(groups) != first.rows:
+        return None
+    ok = all(g[0].key == first.key and g[0].row == i for i, g in enumerate(groups))
+    return first.key if ok else None
 
 
 def _is_tied_head(key: str, cfg: ModelConfig) -> bool:
     return key == "lm_head.weight" and cfg.tie_word_embeddings
-
-
-def _source_shape(folder: SafetensorsFolder, key: str, srcs: list[str], layout: str, E: int) -> list[int]:
-    if layout == "hf":
-        return folder.shape(srcs[0])
-    m = _POOL.match(key)
-    if not m:
-        return folder.shape(srcs[0])
-    rest = m.group(3)
-    if rest == "gate.weight":
-        return folder.shape(srcs[0])[::-1]
-    if rest == "gate.moe_statics.e_score_correction_bias":
-        return [1, folder.shape(srcs[0])[1]]
-    first = folder.shape(srcs[0])
-    shapes = {tuple(folder.shape(s)) for s in srcs}
-    if len(shapes) != 1:
-        return [len(srcs), -1, -1]
-    if rest == "experts.gate_up_proj":
-        return [E, 2 * first[0], first[1]]
-    return [E, *first]
-
-
-# ----------------------------------------------------------------------------------------------- HF -> original
-def to_original(items: Iterator[tuple[str, torch.Tensor]], n_experts: int) -> Iterator[tuple[str, torch.Tensor]]:
-    """Turn a stream of HF-layout tensors into original-layout tensors (the inverse of `_OriginalView.get`)."""
-    pending_bias: dict[str, dict[str, torch.Tensor]] = {}
-    for key, t in items:
-        m = _POOL.match(key)
-        if not m:
-            yield _rename(key), t
-            continue
-        layer, pool, rest = m.groups()
-        base = f"model.layers.{layer}.mlp"
-        offset = 0 if pool == "text" else n_experts
-        if rest == "gate.weight":
-            yield original_sources(key, n_experts)[0], t.t().contiguous()
-        elif rest == "gate.moe_statics.e_score_correction_bias":
-            slot = pending_bias.setdefault(layer, {})
-            slot[pool] = t
-            if len(slot) == 2:
-                yield f"{base}.moe_statics.e_score_correction_bias", torch.cat([slot["text"], slot["vision"]])
-                del pending_bias[layer]
-        elif rest == "experts.gate_up_proj":
-            gate, up = t.chunk(2, dim=1)
-            for e in range(n_experts):
-                yield f"{base}.experts.{offset + e}.gate_proj.weight", gate[e].contiguous()
-                yield f"{base}.experts.{offset + e}.up_proj.weight", up[e].contiguous()
-        else:
-            for e in range(n_experts):
-                yield f"{base}.experts.{offset + e}.down_proj.weight", t[e].contiguous()
-    if pending_bias:
-        raise CheckpointError(f"correction bias of only one pool for layers {sorted(pending_bias)}")
 
 
 # ----------------------------------------------------------------------------------------------- writing
@@ -324,8 +221,7 @@ def write_shards(
 
     total = 0
     for key, t in items:
-        keep32 = ".gate." in key or "moe_statics" in key
-        if dtype is not None and t.is_floating_point() and not keep32:
+        if dtype is not None and t.is_floating_point() and not keep_float32(key):
             t = t.to(dtype)
         nbytes = t.numel() * t.element_size()
         if sizes[-1] and sizes[-1] + nbytes > max_shard_bytes:
@@ -345,19 +241,6 @@ def write_shards(
     index = dst / INDEX_NAME
     index.write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
     return index
-
-
-def save_model(model, dst: str | Path, layout: str = "hf", max_shard_bytes: int = 2 << 30) -> Path:
-    """Write a model's weights (not its config) in the given layout."""
-    state = model.state_dict()
-    if model.config.tie_word_embeddings:
-        state.pop("lm_head.weight", None)
-    items = iter(state.items())
-    if layout == "original":
-        items = to_original(items, model.config.text.moe_num_experts)
-    elif layout != "hf":
-        raise ValueError(f"layout must be 'hf' or 'original', got {layout!r}")
-    return write_shards(items, dst, max_shard_bytes)
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -381,6 +264,13 @@ def resolve_dtype(dtype) -> torch.dtype | None:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)} or 'auto'") from None
 
 
+def default_dtype(asked, device):
+    """The dtype to load in when none is asked: bfloat16 on GPUs, else None (the checkpoint's own dtype)."""
+    if asked:
+        return asked
+    return "bfloat16" if str(device or "cpu").startswith("cuda") else None
+
+
 def resolve_device(device) -> torch.device:
     dev = torch.device(device) if device is not None else torch.device("cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -397,8 +287,9 @@ def load_model(
 
     `path=None` loads the embedded tiny checkpoint. `dtype=None`/"auto" keeps the checkpoint's dtype (routers and
     correction biases always stay float32). Returns the model in eval mode.
-    `prepare(model)` may swap modules on the meta model before loading and `expert_subset` restricts which experts
-    are read (both used by expert-parallel shards, see `expert_parallel.load_sharded_model`)."""
+    `prepare(model)` may swap modules on the meta model before loading and `expert_subset` ({"text": [experts],
+    "vision": [...]}) restricts which experts are read (both used by expert-parallel shards, see
+    `expert_parallel.load_sharded_model`)."""
     from .model import ErnieVLForConditionalGeneration
     from .tiny import default_model_path
 
@@ -414,10 +305,15 @@ def load_model(
     for key, t in iter_hf_tensors(path, cfg, strict=strict, expert_subset=expert_subset):
         if want is None and key == "model.language_model.embed_tokens.weight":
             want_auto = t.dtype
-        keep32 = ".gate." in key
-        target = torch.float32 if keep32 else (want or t.dtype)
+        target = torch.float32 if keep_float32(key) else (want or t.dtype)
+        p = t.to(device=dev, dtype=target)
+        if p.data_ptr() == t.data_ptr():
+            # NOTE: still a view into the memory-mapped file: copy it into allocator memory. CPU kernels round
+            # differently on data at odd alignments, so otherwise the same weights stored at other file offsets
+            # (the other layout, another writer) would give other logits.
+            p = p.clone()
         mod_name, _, pname = key.rpartition(".")
-        setattr(modules[mod_name], pname, torch.nn.Parameter(t.to(device=dev, dtype=target), requires_grad=False))
+        setattr(modules[mod_name], pname, torch.nn.Parameter(p, requires_grad=False))
     if want is None:  # "auto": one dtype for the whole model, the checkpoint's embedding dtype
         model.to_dtype(want_auto)
     if cfg.tie_word_embeddings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -12,7 +13,8 @@ from safetensors.torch import load_file, save_file
 import ernie_vl
 from ernie_vl.config import ConfigError, ModelConfig
 from ernie_vl.convert import convert
-from ernie_vl.weights import CheckpointError, SafetensorsFolder, detect_layout
+from ernie_vl.weight_map import keep_float32, to_original
+from ernie_vl.weights import CheckpointError, SafetensorsFolder, default_dtype, detect_layout, iter_hf_tensors
 
 import transformers  # noqa: E402,F401 - part of the test extra: a missing one must fail, not skip
 
@@ -109,6 +111,156 @@ def test_embedded_default_is_deterministic(ids):
     assert torch.equal(_logits(a, ids), _logits(b, ids))
 
 
+# ------------------------------------------------------------------------------------------- the transform table
+# Oracle: transformers 5.23.0's own conversion of the hub layout (its "ernie4_5_vl_moe" weight-conversion mapping at
+# load, `revert_weight_conversion` at `save_pretrained(save_original_format=True)`), never our table.
+SUBSET = {"text": [3, 1], "vision": [0, 7, 5]}  # a rank's experts per pool, deliberately out of order
+
+
+@pytest.fixture(scope="module")
+def hub_dir(tiny_dir, tmp_path_factory):
+    """The hub arrangement: HF config.json beside original-layout weights."""
+    dst = tmp_path_factory.mktemp("hub") / "ckpt"
+    convert(tiny_dir, dst, to="original", config_format="hf")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def ref_state(hub_dir):
+    """transformers' model loaded from the original layout: its state dict, and the original layout it writes."""
+    from transformers import AutoModelForImageTextToText
+
+    ref = AutoModelForImageTextToText.from_pretrained(hub_dir, dtype=torch.float32).eval()
+    saved = hub_dir.parent / "saved_by_transformers"
+    ref.save_pretrained(saved, save_original_format=True)
+    return {k: v.detach() for k, v in ref.state_dict().items()}, saved
+
+
+def _unprefixed(key: str) -> str:
+    """transformers writes the vision tower back as `model.vision_model.`; we write the hub's `vision_model.`."""
+    return key[len("model."):] if key.startswith("model.vision_model.") else key
+
+
+def _read_all(folder) -> dict[str, torch.Tensor]:
+    f = SafetensorsFolder(folder)
+    return {k: f.get(k) for k in f.keys()}
+
+
+@pytest.mark.parametrize("layout", ["hf", "original"])
+def test_table_forward_matches_transformers_conversion(tiny_dir, hub_dir, ref_state, layout):
+    state, saved = ref_state
+    for src in ([tiny_dir] if layout == "hf" else [hub_dir, saved]):  # both vision prefixes of the original layout
+        cfg = ModelConfig.from_file(src)
+        ours = dict(iter_hf_tensors(src, cfg))
+        assert set(ours) == set(state) - {"lm_head.weight"}  # tied head
+        for k, t in ours.items():
+            assert t.shape == state[k].shape and torch.equal(t, state[k]), (src, k)
+
+
+def test_table_inverse_matches_transformers_original_layout(ref_state):
+    state, saved = ref_state
+    cfg = ModelConfig.from_file(saved)
+    theirs = {_unprefixed(k): v for k, v in _read_all(saved).items()}
+    items = ((k, v) for k, v in state.items() if k != "lm_head.weight")
+    ours = dict(to_original(items, cfg.text.moe_num_experts))
+    assert "model.layers.1.mlp.experts.15.down_proj.weight" in ours and "vision_model.ln.bias" in ours
+    assert sorted(ours) == sorted(theirs)
+    for k, t in ours.items():
+        assert t.shape == theirs[k].shape and torch.equal(t, theirs[k]), k
+
+
+def test_convert_round_trip_from_transformers_original_layout_is_bit_exact(ref_state, tmp_path):
+    """original (as transformers writes it) -> hf -> original gives back every tensor, bit for bit."""
+    _, saved = ref_state
+    assert convert(saved, tmp_path / "hf") == "hf"
+    assert detect_layout(SafetensorsFolder(tmp_path / "hf").keys()) == "hf"
+    assert convert(tmp_path / "hf", tmp_path / "orig") == "original"
+    a = {_unprefixed(k): v for k, v in _read_all(saved).items()}
+    b = _read_all(tmp_path / "orig")
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("layout", ["hf", "original"])
+def test_expert_subset_reads_only_those_experts(tiny_dir, hub_dir, ref_state, layout, monkeypatch):
+    state, _ = ref_state
+    src = tiny_dir if layout == "hf" else hub_dir
+    cfg = ModelConfig.from_file(src)
+    E = cfg.text.moe_num_experts
+    reads: list[tuple[str, int | None]] = []
+    get, get_row = SafetensorsFolder.get, SafetensorsFolder.get_row
+    monkeypatch.setattr(SafetensorsFolder, "get", lambda self, k: reads.append((k, None)) or get(self, k))
+    monkeypatch.setattr(SafetensorsFolder, "get_row", lambda self, k, i: reads.append((k, i)) or get_row(self, k, i))
+    ours = dict(iter_hf_tensors(src, cfg, expert_subset=SUBSET))
+    for k, t in ours.items():
+        pool = "text" if ".text_moe.experts." in k else "vision" if ".vision_moe.experts." in k else None
+        want = state[k][SUBSET[pool]] if pool else state[k]
+        assert torch.equal(t, want), k
+    # the other experts are never read from disk
+    expert_reads = [(k, r) for k, r in reads if ".experts." in k and ".shared_experts." not in k]
+    if layout == "hf":
+        assert {r for _, r in expert_reads} == set(SUBSET["text"]) | set(SUBSET["vision"])
+        assert all(r in SUBSET["text" if ".text_moe." in k else "vision"] for k, r in expert_reads)
+    else:
+        numbers = {int(k.split(".experts.")[1].split(".")[0]) for k, _ in expert_reads}
+        assert numbers == set(SUBSET["text"]) | {E + e for e in SUBSET["vision"]}
+    # an empty subset reads no expert at all and gives [0, ...] stacks
+    reads.clear()
+    empty = dict(iter_hf_tensors(src, cfg, expert_subset={"text": [], "vision": []}))
+    assert not [k for k, _ in reads if ".experts." in k and ".shared_experts." not in k]
+    k = "model.language_model.layers.1.mlp.vision_moe.experts.down_proj"
+    assert empty[k].shape == (0, *state[k].shape[1:])
+
+
+def test_keep_float32_is_the_reference_rule(hub_dir, ref_state):
+    """The parameters transformers keeps float32 in a bfloat16 load are exactly those `keep_float32` names, in both
+    layouts' names; our load, `to_dtype` and bf16 conversion keep the same set."""
+    from transformers import AutoModelForImageTextToText
+
+    ref = AutoModelForImageTextToText.from_pretrained(hub_dir, dtype=torch.bfloat16)
+    ref32 = {k for k, p in ref.named_parameters() if p.dtype == torch.float32}
+    assert ref32 and all(p.dtype == torch.bfloat16 for k, p in ref.named_parameters() if k not in ref32)
+    state, saved = ref_state
+    assert {k for k in state if keep_float32(k)} == ref32
+    # original-layout names (as transformers writes them): routers `gate.weight`/`gate.weight_1` and the [2, E] biases
+    orig = SafetensorsFolder(saved).keys()
+    orig32 = {k for k in orig if re.search(r"\.mlp\.(gate\.weight(_1)?|moe_statics\..*)$", k)}
+    assert len(ref32) % 4 == 0 and len(orig32) == len(ref32) // 4 * 3  # per MoE layer 2 routers + 2 biases -> + 1 bias
+    assert {k for k in orig if keep_float32(k)} == orig32
+
+    ours = ernie_vl.load_model(hub_dir, dtype="bfloat16")
+    assert {k for k, p in ours.named_parameters() if p.dtype == torch.float32} == ref32
+    ours = ernie_vl.load_model(hub_dir).to_dtype(torch.bfloat16)
+    assert {k for k, p in ours.named_parameters() if p.dtype == torch.float32} == ref32
+
+
+def test_bf16_conversion_keeps_routers_and_biases_float32(hub_dir, ref_state, tmp_path):
+    _, saved = ref_state
+    convert(hub_dir, tmp_path / "bf16", to="original", dtype="bfloat16")
+    mine = _read_all(tmp_path / "bf16")
+    theirs = {_unprefixed(k): v for k, v in _read_all(saved).items()}
+    assert sorted(mine) == sorted(theirs)
+    for k, t in mine.items():
+        want = theirs[k] if ".gate." in k or "moe_statics" in k else theirs[k].to(torch.bfloat16)
+        assert t.dtype == want.dtype and torch.equal(t, want), k
+
+
+def test_to_original_needs_both_rows_of_the_bias(ref_state):
+    state, _ = ref_state
+    k = "model.language_model.layers.1.mlp.text_moe.gate.moe_statics.e_score_correction_bias"
+    with pytest.raises(CheckpointError, match="model.layers.1.mlp.moe_statics.e_score_correction_bias"):
+        list(to_original(iter([(k, state[k])]), 8))
+
+
+@pytest.mark.parametrize(("asked", "device", "want"), [
+    (None, "cuda", "bfloat16"), (None, "cuda:1", "bfloat16"), (None, "cpu", None), (None, None, None),
+    ("float32", "cuda", "float32"), ("auto", "cuda", "auto"), ("float16", "cpu", "float16"),
+])
+def test_default_dtype_is_bfloat16_on_gpus_else_the_checkpoints(asked, device, want):
+    assert default_dtype(asked, device) == want
+
+
 # ------------------------------------------------------------------------------------------- bad checkpoints
 def _copy(tiny_dir, tmp_path):
     dst = tmp_path / "ckpt"
@@ -149,6 +301,35 @@ def test_unexpected_tensor_is_named(tiny_dir, tmp_path):
     _edit_shard(d, lambda t: {**t, "model.language_model.extra.weight": torch.zeros(2)} if "model.language_model.norm.weight" in t else t)
     with pytest.raises(CheckpointError, match="unexpected 1 tensors: model.language_model.extra.weight"):
         ernie_vl.load_model(d)
+
+
+def test_original_layout_errors_name_every_offender(hub_dir, tmp_path):
+    d = _copy(hub_dir, tmp_path)
+    cfg = ModelConfig.from_file(d)
+    E, D = cfg.text.moe_num_experts, cfg.text.hidden_size
+    gone = f"model.layers.1.mlp.experts.{E + 3}.up_proj.weight"
+    router = "model.layers.2.mlp.gate.weight_1"  # stored [D, E]
+    bias = "model.layers.2.mlp.moe_statics.e_score_correction_bias"  # stored [2, E]
+    extra = f"model.layers.2.mlp.experts.{2 * E}.down_proj.weight"
+
+    def edit(t):
+        t = {k: v for k, v in t.items() if k != gone}
+        if router in t:
+            t[router] = t[router][:, :-1].clone()
+        if bias in t:
+            t[bias] = torch.cat([t[bias], t[bias][:1]])
+            t[extra] = torch.zeros(D, 4)
+        return t
+
+    _edit_shard(d, edit)
+    with pytest.raises(CheckpointError) as e:
+        ernie_vl.load_model(d)
+    msg = str(e.value)
+    assert "original layout" in msg and f"missing 1 tensors: {gone}" in msg
+    assert f"model.language_model.layers.2.mlp.vision_moe.gate.weight: expected [{E}, {D}], got [{E - 1}, {D}]" in msg
+    assert (f"model.language_model.layers.2.mlp.text_moe.gate.moe_statics.e_score_correction_bias: expected [1, {E}], "
+            f"got {bias} [3, {E}]") in msg
+    assert f"unexpected 1 tensors: {extra}" in msg
 
 
 def test_unknown_model_type(tiny_dir, tmp_path):
