@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
+
+from .moe import experts
 
 
 
@@ -121,22 +122,13 @@ class ShardedExperts(nn.Module):
         return out
 
     def _local_experts(self, x_RD: torch.Tensor, slot_R: torch.Tensor) -> torch.Tensor:
-        """Rows sorted by local expert (stable, so each expert sees its rows in sender-rank order)."""
+        """The received rows through this rank's experts: `moe.experts` with one expert per row and weight 1 (the
+        same grouped kernel as an unsharded model; each expert sees its rows in sender-rank order)."""
         n_local = self.gate_up_proj.shape[0]
-        order = slot_R.argsort(stable=True)
-        counts = torch.zeros(n_local, dtype=torch.long, device=x_RD.device).scatter_add_(0, slot_R, torch.ones_like(slot_R))
-        self.tokens_per_local_expert += counts
-        xs = x_RD[order]
-        ys = torch.empty_like(xs)
-        start = 0
-        for e, n in enumerate(counts.tolist()):
-            if n:
-                g, u = F.linear(xs[start:start + n], self.gate_up_proj[e]).chunk(2, dim=-1)
-                ys[start:start + n] = F.linear(F.silu(g) * u, self.down_proj[e])
-            start += n
-        y = torch.empty_like(ys)
-        y[order] = ys
-        return y
+        self.tokens_per_local_expert += torch.zeros(n_local, dtype=torch.long, device=x_RD.device).scatter_add_(
+            0, slot_R, torch.ones_like(slot_R))
+        ones_R1 = torch.ones(slot_R.shape[0], 1, dtype=x_RD.dtype, device=x_RD.device)
+        return experts(x_RD, slot_R[:, None], ones_R1, self.gate_up_proj, self.down_proj)
 
 
 def _slots(owners: list[int]) -> torch.Tensor:

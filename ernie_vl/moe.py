@@ -140,6 +140,13 @@ def experts_grouped(x_TD, idx_TK, w_TK, gate_up_E2FD, down_EDF):
     return out.index_add_(0, tok_A, ys_AD.to(out.dtype))
 
 
+def experts(x_TD, idx_TK, w_TK, gate_up_E2FD, down_EDF):
+    """The experts function (chosen with `set_experts_impl`): every token through its K experts, weighted and
+    summed. Unsharded pools and the expert-parallel ranks' local experts both call it."""
+    fn = experts_reference if _experts_impl == "reference" else experts_grouped
+    return fn(x_TD, idx_TK, w_TK, gate_up_E2FD, down_EDF)
+
+
 class Experts(nn.Module):
     def __init__(self, n_experts: int, hidden: int, inner: int):
         super().__init__()
@@ -147,8 +154,7 @@ class Experts(nn.Module):
         self.down_proj = nn.Parameter(torch.empty(n_experts, hidden, inner))
 
     def forward(self, x_TD, idx_TK, w_TK):
-        fn = experts_reference if _experts_impl == "reference" else experts_grouped
-        return fn(x_TD, idx_TK, w_TK, self.gate_up_proj, self.down_proj)
+        return experts(x_TD, idx_TK, w_TK, self.gate_up_proj, self.down_proj)
 
 
 class ExpertPool(nn.Module):
