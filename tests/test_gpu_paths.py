@@ -26,11 +26,23 @@ pytestmark = pytest.mark.gpu
 N_NEW = 20  # > slots.CAPTURE_AFTER (8): every batch below replays its captured graph for several steps
 
 
-def _requests(cfg, g, video: bool = False):
-    """Text and image requests of different lengths (and optionally videos), on the CPU as the processor makes them."""
+# The two places that know how a request is built and run alone (the engine's request type is being redesigned).
+def _request(cfg, input_ids, **vision):
     from ernie_vl.engine import Prepared
 
-    reqs = []
+    return Prepared(input_ids=input_ids, **vision)
+
+
+def _generate_alone(model, request, n: int) -> list[int]:
+    """`model.generate` on one request: its new tokens."""
+    from ernie_vl.engine import collate
+
+    return model.generate(**collate([request]), max_new_tokens=n)[0, request.num_prompt_tokens:].tolist()
+
+
+def _requests(cfg, g, video: bool = False):
+    """Text and image requests of different lengths (and optionally videos), on the CPU as the processor makes them."""
+    parts = []  # (input_ids, vision inputs)
     for n_text, grid in [(9, None), (4, [1, 4, 4]), (13, [1, 2, 6]), (3, None), (6, [1, 4, 2])]:
         ids = torch.randint(20, 500, (n_text,), generator=g)
         kw = {}
@@ -38,16 +50,15 @@ def _requests(cfg, g, video: bool = False):
             body = [cfg.image_start_token_id] + [cfg.image_token_id] * (grid[1] * grid[2] // 4) + [cfg.image_end_token_id]
             ids = torch.cat([ids, torch.tensor(body), ids[:2]])
             kw = {"pixel_values": torch.randn(grid[1] * grid[2], 588, generator=g), "image_grid_thw": torch.tensor([grid])}
-        reqs.append(Prepared(input_ids=ids, **kw))
+        parts.append((ids, kw))
     if video:
         body = [cfg.video_start_token_id] + [cfg.video_token_id] * 4 + [cfg.video_end_token_id]
         vid = torch.cat([torch.randint(20, 500, (5,), generator=g), torch.tensor(body)])
-        reqs.insert(2, Prepared(vid, pixel_values_videos=torch.randn(32, 588, generator=g),
-                                video_grid_thw=torch.tensor([[2, 4, 4]])))
-        reqs.append(Prepared(torch.cat([reqs[1].input_ids, vid]), pixel_values=reqs[1].pixel_values,
-                             image_grid_thw=reqs[1].image_grid_thw, pixel_values_videos=reqs[2].pixel_values_videos,
-                             video_grid_thw=reqs[2].video_grid_thw))
-    return reqs
+        vid_kw = {"pixel_values_videos": torch.randn(32, 588, generator=g), "video_grid_thw": torch.tensor([[2, 4, 4]])}
+        image_ids, image_kw = parts[1]
+        parts.insert(2, (vid, vid_kw))
+        parts.append((torch.cat([image_ids, vid]), {**image_kw, **vid_kw}))  # an image and a video
+    return [_request(cfg, ids, **kw) for ids, kw in parts]
 
 
 def _cut_at_stop(tokens: list[int], stops: set[int]) -> list[int]:
@@ -91,13 +102,13 @@ def test_graph_decode_gives_the_tokens_of_eager_decode_and_generate(tiny_dir, mo
     of the captured graph (2 slots, 5 requests)."""
     import ernie_vl
     from ernie_vl import moe
-    from ernie_vl.engine import Engine, GenerationSettings, collate
+    from ernie_vl.engine import Engine, GenerationSettings
 
     dense_calls = []
     monkeypatch.setattr(moe, "experts_grouped", lambda *a: dense_calls.append(1) or _dense_experts(*a))
     model = ernie_vl.load_model(tiny_dir, device="cuda", dtype=torch.float32)
     reqs = _requests(model.config, torch.Generator().manual_seed(0))
-    alone = [model.generate(**collate([r]), max_new_tokens=N_NEW)[0, r.num_prompt_tokens:].tolist() for r in reqs]
+    alone = [_generate_alone(model, r, N_NEW) for r in reqs]
     assert dense_calls, "the experts stand-in was not used: the experts seam of ernie_vl.moe moved"
     stops = {t[10 + i] for i, t in enumerate(alone)}  # rows end at different steps, most after the capture
     expected = [_cut_at_stop(t, stops) for t in alone]
