@@ -8,34 +8,39 @@ The driver is the only writer (resume.py explains the exactly-once rules). It re
 must know which are already done (resume) and how many there are (progress/ETA); media bytes go straight into the
 object store in blocks of `batch_size` rows, so the driver never holds a whole dataset.
 
-`run_eval(cfg)` is the library entry point; the CLI (`ernie-vl eval`) and the benchmark harness call it.
+`run_eval(cfg)` is the library entry point; the CLI (`ernie-vl eval`) and the benchmark harness call it. Under the
+output folder's lock it runs five stages, each a function whose inputs and outputs are named:
+
+    plan_run      cfg → RunPlan        checkpoint, benchmarks, fingerprints, dtype, resources, the Ray connection
+    scan_run      RunPlan → Todo       the folder made consistent (archive, tmp files, duplicates), samples read,
+                                       those already written skipped, the rest put into the object store
+    execute_run   RunPlan, Todo → output blocks, as the Ray Data plan finishes them
+    commit_block  one output block → part files (one per benchmark), counted in Todo.progress
+    finalize_run  RunPlan, Todo, manifest → RunResult: reconcile, metrics.parquet (evals.scoring), manifest.json
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import socket
-import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Iterator
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from evals.scoring import compute_metrics, write_metrics
 
 from .config import EvalConfig, ResourcePlan, plan_resources
-from .fingerprint import (benchmark_fingerprint_parts, common_parts, diff_parts, fingerprint_of, package_versions)
+from .fingerprint import benchmark_fingerprint_parts, common_parts, diff_parts, fingerprint_of
+from .manifest import archive_entry, end_manifest, load_manifest, start_manifest, utc_now, write_manifest
 from .progress import BenchmarkProgress, ProgressPrinter, error_reason
-from .resume import (RunLock, archive_other_fingerprints, atomic_write_bytes, atomic_write_table, list_parts,
-                     reconcile, remove_stale_tmp, sample_key, scan_done, write_part)
-from .schema import SCHEMA_VERSION, metrics_table
+from .resume import (RunLock, archive_other_fingerprints, reconcile, remove_stale_tmp, sample_key, scan_done,
+                     write_part)
 from .stages import input_row, input_table
 from .trace import trace
 
-MANIFEST_FORMAT = "ernie-vl-eval/1"
 log = logging.getLogger("pipelines")
 
 
@@ -55,8 +60,7 @@ class RunResult:
                    if b["name"] in self.manifest["last_run"]["benchmarks"])
 
 
-def _utc() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+# ------------------------------------------------------------------------------------------------ Ray
 
 
 def ensure_ray(num_cpus: int | None = None) -> bool:
@@ -71,11 +75,59 @@ def ensure_ray(num_cpus: int | None = None) -> bool:
         ray.init(address="auto", log_to_driver=True)
         return True
     # a local cluster: make this checkout importable in the workers even without `pip install -e`
-    root = str(Path(__file__).resolve().parents[1])
-    pp = os.environ.get("PYTHONPATH", "")
-    env = {"PYTHONPATH": root + (os.pathsep + pp if pp else "")}
-    ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=True)
+    from ernie_vl.worker_env import worker_env
+
+    ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": worker_env()}, log_to_driver=True)
     return True
+
+
+def local_resources(num_cpus: int | None) -> dict:
+    """What a local Ray instance started by `ensure_ray(num_cpus)` will report (used to plan before starting it)."""
+    import torch
+
+    return {"CPU": float(num_cpus or os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
+@dataclass
+class RayConnection:
+    """Ray for one run. A running session or the cluster named by RAY_ADDRESS is joined at once; otherwise a local
+    instance (`num_cpus`) is started by the first `put`, so a rerun with everything done never starts Ray."""
+
+    num_cpus: int | None
+    lazy: bool  # no Ray yet: plan from `local_resources`, start on the first `put`
+    started: bool = False  # this run started Ray (the caller may shut it down)
+
+    @classmethod
+    def open(cls, num_cpus: int | None) -> "RayConnection":
+        import ray
+
+        lazy = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
+        return cls(num_cpus=num_cpus, lazy=lazy, started=False if lazy else ensure_ray())
+
+    def resources(self) -> dict:
+        """The resources to plan with: the cluster's, or those the local instance will have."""
+        import ray
+
+        return local_resources(self.num_cpus) if self.lazy else ray.cluster_resources()
+
+    def put(self, table: pa.Table):
+        """`ray.put(table)`, starting the local instance first if there is none yet."""
+        import ray
+
+        if not ray.is_initialized():
+            self.started = ensure_ray(self.num_cpus)
+        return ray.put(table)
+
+
+# ------------------------------------------------------------------------------------------------ the Ray Data plan
+
+
+def resolved_dtype(cfg: EvalConfig, plan: ResourcePlan) -> str:
+    """The dtype the replicas run in (fingerprinted): as asked, else bfloat16 on GPUs, else the checkpoint's own
+    ("auto": the checkpoint identity covers it)."""
+    from ernie_vl.weights import default_dtype
+
+    return default_dtype(cfg.dtype, plan.device) or "auto"
 
 
 def _configure_ray_data(verbose: bool) -> None:
@@ -88,14 +140,6 @@ def _configure_ray_data(verbose: bool) -> None:
     if not verbose:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": ours
-
-
-def resolved_dtype(cfg: EvalConfig, plan: ResourcePlan) -> str:
-    """The dtype the replicas run in (fingerprinted): as asked, else bfloat16 on GPUs, else the checkpoint's own
-    ("auto": the checkpoint identity covers it)."""
-    if cfg.dtype:
-        return cfg.dtype
-    return "bfloat16" if plan.device == "cuda" else "auto"
 
 
 def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: Path, fingerprints: dict[str, str],
@@ -151,44 +195,6 @@ def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: P
     return ds
 
 
-def _load_manifest(out: Path) -> dict:
-    p = out / "manifest.json"
-    if p.is_file():
-        try:
-            return json.loads(p.read_text())
-        except (OSError, ValueError):
-            log.warning("ignoring unreadable %s", p)
-    return {}
-
-
-def _write_manifest(out: Path, manifest: dict) -> None:
-    atomic_write_bytes(out / "manifest.json", (json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n").encode())
-
-
-def _read_rows(parts: list[Path]) -> list[dict]:
-    if not parts:
-        return []
-    return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default").to_pylist()
-
-
-def compute_metrics(out: Path) -> list[dict]:
-    """Metric rows of every benchmark in `OUT/predictions` (grouped by benchmark and flavor)."""
-    from evals.registry import get_benchmark
-
-    pred = out / "predictions"
-    by: dict[str, list[Path]] = {}
-    for p in list_parts(pred):
-        by.setdefault(p.name.split("-")[1], []).append(p)
-    metrics: list[dict] = []
-    for name in sorted(by):
-        rows = _read_rows(by[name])
-        flavors = sorted({r.get("flavor") or "official" for r in rows})
-        bench = get_benchmark(name)
-        for fl in flavors:
-            metrics += bench.aggregate([r for r in rows if (r.get("flavor") or "official") == fl], fl)
-    return metrics
-
-
 def check_inputs(cfg: EvalConfig) -> None:
     """Cheap checks before any cluster work: replica options, benchmark names, data paths and layouts
     (`load(..., limit=0)` detects the layout and raises `DatasetError` for a bad path), the checkpoint folder."""
@@ -202,11 +208,186 @@ def check_inputs(cfg: EvalConfig) -> None:
     cfg.model_path()
 
 
-def local_resources(num_cpus: int | None) -> dict:
-    """What a local Ray instance started by `ensure_ray(num_cpus)` will report (used to plan before starting it)."""
-    import torch
+# ------------------------------------------------------------------------------------------------ stages
 
-    return {"CPU": float(num_cpus or os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+@dataclass
+class RunPlan:
+    """Stage 1 (`plan_run`): what this run is. Nothing in the output folder is touched yet."""
+
+    cfg: EvalConfig
+    out: Path
+    model_path: Path
+    benchmarks: dict[str, Any]  # name -> evals Benchmark
+    ray: RayConnection
+    resources: ResourcePlan  # planned before Ray starts when it starts lazily (execute_run checks it)
+    dtype: str
+    parts: dict[str, dict]  # name -> fingerprint parts
+    fingerprints: dict[str, str]  # name -> fingerprint
+    started_at: str
+    t_start: float  # time.monotonic() at the start
+
+    @property
+    def pred(self) -> Path:
+        return self.out / "predictions"
+
+
+@dataclass
+class Todo:
+    """Stage 2 (`scan_run`): what is left to do, and the counters that execution and commits update."""
+
+    old_manifest: dict  # the manifest of the previous run ({} if none)
+    notes: list[str]  # for the summary and the manifest; later stages append
+    progress: dict[str, BenchmarkProgress]  # total/skipped set by the scan, written/failed by commits
+    pending: dict[str, set[str]]  # name -> sample keys sent to the pipeline and not committed yet
+    refs: list  # ObjectRefs of the input blocks (input_table), in order
+
+    def start_clocks(self) -> None:
+        for p in self.progress.values():
+            p.started = time.monotonic()
+
+    def stop_clocks(self) -> None:
+        for p in self.progress.values():
+            p.finished = time.monotonic()
+
+
+def plan_run(cfg: EvalConfig, num_cpus: int | None, started_at: str, t_start: float) -> RunPlan:
+    """Resolve the checkpoint and benchmarks, join Ray (or plan for a local instance started later), size the stages,
+    and fingerprint every benchmark."""
+    from evals.registry import get_benchmark
+
+    model_path = cfg.model_path()
+    benchmarks = {s.name: get_benchmark(s.name) for s in cfg.benchmarks}
+    ray = RayConnection.open(num_cpus)
+    resources = plan_resources(cfg, ray.resources())
+    dtype = resolved_dtype(cfg, resources)
+    common = common_parts(cfg, model_path, dtype)
+    parts = {n: benchmark_fingerprint_parts(common, n, b) for n, b in benchmarks.items()}
+    return RunPlan(cfg=cfg, out=Path(cfg.out), model_path=model_path, benchmarks=benchmarks, ray=ray,
+                   resources=resources, dtype=dtype, parts=parts,
+                   fingerprints={n: fingerprint_of(p) for n, p in parts.items()}, started_at=started_at,
+                   t_start=t_start)
+
+
+def _tidy_outputs(run: RunPlan, old: dict) -> list[str]:
+    """Make the output folder hold exactly this run's fingerprints, complete part files and no duplicate row;
+    returns a note per change."""
+    notes: list[str] = []
+    for name, fp in run.fingerprints.items():
+        prev = old.get("benchmarks", {}).get(name)
+        if prev and prev.get("fingerprint") != fp:
+            why = diff_parts(prev.get("fingerprint_parts", {}), run.parts[name])
+            notes.append(f"{name}: fingerprint changed ({'; '.join(why[:6]) or 'unknown fields'})")
+            archive_entry(run.out, name, prev)
+        notes += archive_other_fingerprints(run.out, name, fp)
+    removed_tmp = remove_stale_tmp(run.pred)
+    if removed_tmp:
+        notes.append(f"removed {removed_tmp} temporary file(s) left by an interrupted run")
+    for name, fp in run.fingerprints.items():
+        dup = reconcile(run.pred, name, fp)
+        if dup:
+            notes.append(f"{name}: removed {dup} duplicate row(s) found at start")
+    return notes
+
+
+def scan_run(run: RunPlan) -> Todo:
+    """Tidy the output folder, read every benchmark's samples, skip those already written with this fingerprint and
+    put the rest into the object store in blocks of `batch_size * pack_batches` rows."""
+    cfg = run.cfg
+    run.pred.mkdir(parents=True, exist_ok=True)
+    old = load_manifest(run.out)
+    notes = _tidy_outputs(run, old)
+    progress = {n: BenchmarkProgress(n) for n in run.fingerprints}
+    pending: dict[str, set[str]] = {n: set() for n in run.fingerprints}
+    refs, rows, duplicates = [], [], {}
+    for spec in cfg.benchmarks:
+        done = scan_done(run.pred, spec.name, run.fingerprints[spec.name])
+        prog, seen = progress[spec.name], set()
+        for sample in run.benchmarks[spec.name].load(spec.data, spec.limit):
+            key = sample_key(sample.split, sample.sample_id)
+            if key in seen:
+                duplicates[spec.name] = duplicates.get(spec.name, 0) + 1
+                continue
+            seen.add(key)
+            prog.total += 1
+            if key in done.keys:
+                prog.skipped += 1
+                prog.skipped_failed += key in done.failed
+                continue
+            pending[spec.name].add(key)
+            rows.append(input_row(sample))
+            if len(rows) >= cfg.batch_size * cfg.pack_batches:
+                refs.append(run.ray.put(input_table(rows)))
+                rows = []
+    if rows:
+        refs.append(run.ray.put(input_table(rows)))
+    for name, n in duplicates.items():
+        notes.append(f"{name}: the reader yielded {n} duplicate sample id(s); each sample is evaluated once")
+    return Todo(old_manifest=old, notes=notes, progress=progress, pending=pending, refs=refs)
+
+
+def execute_run(run: RunPlan, todo: Todo, printer: ProgressPrinter, verbose: bool = False) -> Iterator[pa.Table]:
+    """Run the Ray Data plan over `todo.refs`; yields each scored output block (prediction rows) as it finishes,
+    for `commit_block`. Nothing to do: yields nothing and never touches Ray."""
+    if not todo.refs:
+        return
+    import ray
+
+    _configure_ray_data(verbose)
+    resources = run.resources
+    if run.ray.lazy:  # sizes from what Ray actually sees (the fingerprint's device/dtype were planned the same way)
+        real = plan_resources(run.cfg, ray.cluster_resources())
+        if real.device != resources.device:
+            raise RuntimeError(f"Ray sees device {real.device!r} but {resources.device!r} was planned; pass --dtype")
+        resources = real
+    ds = build_dataset(todo.refs, run.cfg, resources, run.model_path, run.fingerprints, run.dtype)
+    printer.update(force=True)
+    trace("driver", "execute", n=sum(len(k) for k in todo.pending.values()))
+    # prefetch_batches=0: with prefetching the iterator held each finished block until the next one arrived,
+    # so rows were committed (and made resumable) one model batch late
+    yield from ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0)
+
+
+def commit_block(block: pa.Table, run: RunPlan, todo: Todo) -> int:
+    """Write one output block as one part file per benchmark, count it in `todo.progress` and drop its keys from
+    `todo.pending`; returns the rows written."""
+    written = 0
+    names = block.column("benchmark").to_pylist()
+    for name in sorted(set(names)):
+        idx = [i for i, n in enumerate(names) if n == name]
+        sub = block.take(pa.array(idx, type=pa.int64())) if len(idx) != block.num_rows else block
+        keys = [sample_key(s, i) for s, i in zip(sub.column("split").to_pylist(), sub.column("sample_id").to_pylist())]
+        pending = todo.pending[name]
+        stray = [k for k in keys if k not in pending]
+        if stray:  # cannot happen unless Ray delivered a block twice; never write a sample twice
+            log.warning("%s: dropping %d row(s) already written in this run", name, len(stray))
+            keep = [j for j, k in enumerate(keys) if k in pending]
+            if not keep:
+                continue
+            sub = sub.take(pa.array(keep, type=pa.int64()))
+            keys = [keys[j] for j in keep]
+        write_part(run.pred, name, run.fingerprints[name], sub)
+        pending.difference_update(keys)
+        errors = [error_reason(e) for e in sub.column("error").to_pylist() if e is not None]
+        pt = sum(x or 0 for x in sub.column("prompt_tokens").to_pylist())
+        gt = sum(x or 0 for x in sub.column("generated_tokens").to_pylist())
+        todo.progress[name].add(len(keys), errors, pt, gt)
+        written += len(keys)
+    return written
+
+
+def finalize_run(run: RunPlan, todo: Todo, manifest: dict) -> RunResult:
+    """Remove any duplicate row, write metrics.parquet (evals.scoring, from the saved predictions) and the final
+    manifest."""
+    for name, fp in run.fingerprints.items():
+        dup = reconcile(run.pred, name, fp)
+        if dup:
+            todo.notes.append(f"{name}: removed {dup} duplicate row(s) at the end")
+    metrics = compute_metrics(run.out)
+    write_metrics(run.out, metrics)
+    manifest = end_manifest(manifest, run.out, run.fingerprints, todo.progress, todo.notes, run.t_start)
+    write_manifest(run.out, manifest)
+    return RunResult(out=run.out, manifest=manifest, metrics=metrics, notes=todo.notes, started_ray=run.ray.started)
 
 
 def run_eval(cfg: EvalConfig, *, stream=None, verbose: bool = False, num_cpus: int | None = None) -> RunResult:
@@ -214,229 +395,22 @@ def run_eval(cfg: EvalConfig, *, stream=None, verbose: bool = False, num_cpus: i
 
     Uses the running Ray session, or the cluster named by RAY_ADDRESS, or starts a local instance (`num_cpus`) — the
     latter only once there is work: a rerun with everything done never starts Ray."""
-    import ray
-
-    from evals.registry import get_benchmark
-
     from .replica import check_replica_options
 
     check_replica_options(cfg.expert_shards)
-    out = Path(cfg.out)
-    pred = out / "predictions"
-    started_at, t_start = _utc(), time.monotonic()
-    with RunLock(out):
-        pred.mkdir(parents=True, exist_ok=True)
-        model_path = cfg.model_path()
-        benches = {s.name: get_benchmark(s.name) for s in cfg.benchmarks}
-        lazy_ray = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
-        started_ray = False if lazy_ray else ensure_ray()
-        plan = plan_resources(cfg, local_resources(num_cpus) if lazy_ray else ray.cluster_resources())
-        dtype = resolved_dtype(cfg, plan)
-        common = common_parts(cfg, model_path, dtype)
-        parts = {n: benchmark_fingerprint_parts(common, n, b) for n, b in benches.items()}
-        fps = {n: fingerprint_of(p) for n, p in parts.items()}
-
-        old = _load_manifest(out)
-        notes: list[str] = []
-        for name, fp in fps.items():
-            prev = old.get("benchmarks", {}).get(name)
-            if prev and prev.get("fingerprint") != fp:
-                why = diff_parts(prev.get("fingerprint_parts", {}), parts[name])
-                notes.append(f"{name}: fingerprint changed ({'; '.join(why[:6]) or 'unknown fields'})")
-                _archive_manifest_entry(out, name, prev)
-            notes += archive_other_fingerprints(out, name, fp)
-        removed_tmp = remove_stale_tmp(pred)
-        if removed_tmp:
-            notes.append(f"removed {removed_tmp} temporary file(s) left by an interrupted run")
-        for name, fp in fps.items():
-            dup = reconcile(pred, name, fp)
-            if dup:
-                notes.append(f"{name}: removed {dup} duplicate row(s) found at start")
-
-        # ---- read samples, skip what is done, push the rest into the object store in blocks
-        progress = {n: BenchmarkProgress(n) for n in fps}
-        refs, todo_keys, pending_rows = [], {n: set() for n in fps}, []
-
-        def put(rows: list[dict]) -> None:
-            nonlocal started_ray
-            if not ray.is_initialized():
-                started_ray = ensure_ray(num_cpus)
-            refs.append(ray.put(input_table(rows)))
-
-        duplicates: dict[str, int] = {}
-        for spec in cfg.benchmarks:
-            done = scan_done(pred, spec.name, fps[spec.name])
-            prog, seen = progress[spec.name], set()
-            for sample in benches[spec.name].load(spec.data, spec.limit):
-                key = sample_key(sample.split, sample.sample_id)
-                if key in seen:
-                    duplicates[spec.name] = duplicates.get(spec.name, 0) + 1
-                    continue
-                seen.add(key)
-                prog.total += 1
-                if key in done.keys:
-                    prog.skipped += 1
-                    prog.skipped_failed += key in done.failed
-                    continue
-                todo_keys[spec.name].add(key)
-                pending_rows.append(input_row(sample))
-                if len(pending_rows) >= cfg.batch_size * cfg.pack_batches:
-                    put(pending_rows)
-                    pending_rows = []
-        if pending_rows:
-            put(pending_rows)
-        for name, n in duplicates.items():
-            notes.append(f"{name}: the reader yielded {n} duplicate sample id(s); each sample is evaluated once")
-
-        manifest = _manifest_start(old, cfg, plan, dtype, parts, fps, started_at, notes)
-        _write_manifest(out, manifest)
-
-        printer = ProgressPrinter(list(progress.values()), enabled=cfg.progress, stream=stream)
-        for p in progress.values():
-            p.started = time.monotonic()
-        if refs:
-            _configure_ray_data(verbose)
-            if lazy_ray:  # sizes from what Ray actually sees (the fingerprint's device/dtype were planned the same way)
-                real = plan_resources(cfg, ray.cluster_resources())
-                if real.device != plan.device:
-                    raise RuntimeError(f"Ray sees device {real.device!r} but {plan.device!r} was planned; pass --dtype")
-                plan = real
-            ds = build_dataset(refs, cfg, plan, model_path, fps, dtype)
-            printer.update(force=True)
-            trace("driver", "execute", n=sum(len(k) for k in todo_keys.values()))
-            # prefetch_batches=0: with prefetching the iterator held each finished block until the next one arrived,
-            # so rows were committed (and made resumable) one model batch late
-            for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
-                _commit(block, pred, fps, progress, todo_keys)
-                trace("driver", "commit", n=block.num_rows)
-                printer.update()
-        for p in progress.values():
-            p.finished = time.monotonic()
+    started_at, t_start = utc_now(), time.monotonic()
+    with RunLock(Path(cfg.out)):
+        run = plan_run(cfg, num_cpus, started_at, t_start)
+        todo = scan_run(run)
+        manifest = start_manifest(todo.old_manifest, cfg, run.resources, run.dtype, run.parts, run.fingerprints,
+                                  started_at, todo.notes)
+        write_manifest(run.out, manifest)
+        printer = ProgressPrinter(list(todo.progress.values()), enabled=cfg.progress, stream=stream)
+        todo.start_clocks()
+        for block in execute_run(run, todo, printer, verbose):
+            commit_block(block, run, todo)
+            trace("driver", "commit", n=block.num_rows)
+            printer.update()
+        todo.stop_clocks()
         printer.close()
-
-        for name, fp in fps.items():
-            dup = reconcile(pred, name, fp)
-            if dup:
-                notes.append(f"{name}: removed {dup} duplicate row(s) at the end")
-        metrics = compute_metrics(out)
-        atomic_write_table(out / "metrics.parquet", metrics_table(metrics))
-        manifest = _manifest_end(manifest, out, fps, progress, notes, t_start)
-        _write_manifest(out, manifest)
-    return RunResult(out=out, manifest=manifest, metrics=metrics, notes=notes, started_ray=started_ray)
-
-
-def _commit(block: pa.Table, pred: Path, fps: dict[str, str], progress: dict[str, BenchmarkProgress],
-            todo_keys: dict[str, set]) -> None:
-    """Write one output block as one part file per benchmark and count it."""
-    names = block.column("benchmark").to_pylist()
-    for name in sorted(set(names)):
-        idx = [i for i, n in enumerate(names) if n == name]
-        sub = block.take(pa.array(idx, type=pa.int64())) if len(idx) != block.num_rows else block
-        keys = [sample_key(s, i) for s, i in zip(sub.column("split").to_pylist(), sub.column("sample_id").to_pylist())]
-        stray = [k for k in keys if k not in todo_keys[name]]
-        if stray:  # cannot happen unless Ray delivered a block twice; never write a sample twice
-            log.warning("%s: dropping %d row(s) already written in this run", name, len(stray))
-            keep = [j for j, k in enumerate(keys) if k in todo_keys[name]]
-            if not keep:
-                continue
-            sub = sub.take(pa.array(keep, type=pa.int64()))
-            keys = [keys[j] for j in keep]
-        write_part(pred, name, fps[name], sub)
-        todo_keys[name].difference_update(keys)
-        errors = [error_reason(e) for e in sub.column("error").to_pylist() if e is not None]
-        pt = sum(x or 0 for x in sub.column("prompt_tokens").to_pylist())
-        gt = sum(x or 0 for x in sub.column("generated_tokens").to_pylist())
-        progress[name].add(len(keys), errors, pt, gt)
-
-
-def _archive_manifest_entry(out: Path, name: str, entry: dict) -> None:
-    fp = str(entry.get("fingerprint", ""))[:12]
-    if not fp:
-        return
-    d = out / "runs" / f"{name}-{fp}"
-    d.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(d / "manifest.json", (json.dumps(entry, indent=2, default=str) + "\n").encode())
-
-
-def _manifest_start(old: dict, cfg: EvalConfig, plan: ResourcePlan, dtype: str, parts: dict, fps: dict,
-                    started_at: str, notes: list[str]) -> dict:
-    m = {
-        "format": MANIFEST_FORMAT,
-        "schema_version": SCHEMA_VERSION,
-        "benchmarks": dict(old.get("benchmarks", {})),
-        "history": list(old.get("history", [])),
-    }
-    for name, fp in fps.items():
-        prev = m["benchmarks"].get(name) or {}
-        m["benchmarks"][name] = {
-            "name": name,
-            "fingerprint": fp,
-            "fingerprint_parts": parts[name],
-            "status": "running",
-            "data": next(s.data for s in cfg.benchmarks if s.name == name),
-            "limit": next(s.limit for s in cfg.benchmarks if s.name == name),
-        }
-        if prev.get("fingerprint") == fp and prev.get("progress"):
-            m["benchmarks"][name]["progress"] = prev["progress"]  # kept if this invocation writes nothing
-    m["last_run"] = {
-        "started_at": started_at,
-        "finished_at": None,
-        "status": "running",
-        "benchmarks": sorted(fps),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "argv": sys.argv,
-        "config": cfg.to_dict(),
-        "dtype": dtype,
-        "resources": {
-            "device": plan.device,
-            "cluster_cpus": plan.cluster_cpus,
-            "cluster_gpus": plan.cluster_gpus,
-            "preprocess": vars(plan.preprocess),
-            "replica": vars(plan.replica),
-            "score": vars(plan.score),
-            "torch_threads": plan.torch_threads,
-        },
-        "packages": package_versions(),
-        "notes": notes,
-    }
-    return m
-
-
-def _manifest_end(m: dict, out: Path, fps: dict, progress: dict[str, BenchmarkProgress], notes: list[str],
-                  t_start: float) -> dict:
-    pred = out / "predictions"
-    for name, fp in fps.items():
-        done = scan_done(pred, name, fp)
-        prog = progress[name]
-        rows = _read_rows(list_parts(pred, name, fp))
-        reasons: dict[str, int] = {}
-        examples: dict[str, str] = {}
-        for r in rows:
-            if r.get("error"):
-                k = error_reason(r["error"])
-                reasons[k] = reasons.get(k, 0) + 1
-                examples.setdefault(k, r["error"][:300])
-        entry = m["benchmarks"][name]
-        entry.update(
-            total=prog.total,
-            rows=len(done.keys),
-            done=len(done.keys) - len(done.failed),
-            failed=len(done.failed),
-            skipped=prog.skipped,
-            written=prog.written,
-            missing=max(0, prog.total - prog.skipped - prog.written),
-            errors=reasons,
-            error_examples=examples,
-            parts=len(list_parts(pred, name, fp)),
-        )
-        if prog.written or "progress" not in entry:  # throughput of the last invocation that did work
-            entry["progress"] = prog.summary()
-        entry["status"] = "complete" if entry["missing"] == 0 else "incomplete"
-    lr = m["last_run"]
-    lr.update(finished_at=_utc(), elapsed_s=round(time.monotonic() - t_start, 3), notes=notes)
-    lr["status"] = "complete" if all(m["benchmarks"][n]["status"] == "complete" for n in fps) else "incomplete"
-    m["history"].append({k: lr[k] for k in ("started_at", "finished_at", "status", "benchmarks", "elapsed_s")}
-                        | {"written": {n: progress[n].written for n in fps},
-                           "skipped": {n: progress[n].skipped for n in fps}})
-    return m
+        return finalize_run(run, todo, manifest)

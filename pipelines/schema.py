@@ -2,7 +2,8 @@
 
     OUT/
       predictions/part-<benchmark>-<fp12>-<ids16>.parquet   one row per sample (PREDICTIONS_SCHEMA)
-      metrics.parquet                                        one row per (benchmark, flavor, metric, category)
+      metrics.parquet                                        one row per (benchmark, flavor, metric, category):
+                                                             evals.aggregate.METRIC_COLUMNS, written by evals.scoring
       manifest.json                                          fingerprint, settings, counts, throughput, history
       runs/<benchmark>-<fp12>/...                            earlier runs whose fingerprint differs (never mixed)
 
@@ -55,16 +56,6 @@ PREDICTIONS_SCHEMA = pa.schema(
 )
 PREDICTION_NAMES = [n for n, _, _ in PREDICTION_COLUMNS]
 
-METRIC_COLUMNS: list[tuple[str, pa.DataType, str]] = [
-    ("benchmark", pa.string(), "benchmark registry name"),
-    ("flavor", pa.string(), "scoring convention"),
-    ("metric", pa.string(), "metric name (accuracy, anls, relaxed_accuracy, ...)"),
-    ("category", pa.string(), "null for the overall value, else the category it is restricted to"),
-    ("value", pa.float64(), "metric value"),
-    ("n", pa.int64(), "samples the value is computed over"),
-]
-METRICS_SCHEMA = pa.schema([pa.field(n, t) for n, t, _ in METRIC_COLUMNS])
-
 # Identity of a row: a sample is written at most once per (benchmark, fingerprint); within a benchmark the key is
 # (split, sample_id) because sample ids are only unique within a split.
 KEY_COLUMNS = ("split", "sample_id")
@@ -74,11 +65,6 @@ def predictions_table(rows: list[dict]) -> pa.Table:
     """Rows (dicts with every prediction column; missing ones become null) → a table in PREDICTIONS_SCHEMA."""
     cols = {name: [r.get(name) for r in rows] for name in PREDICTION_NAMES}
     return pa.Table.from_pydict(cols, schema=PREDICTIONS_SCHEMA)
-
-
-def metrics_table(rows: list[dict]) -> pa.Table:
-    cols = {f.name: [r.get(f.name) for r in rows] for f in METRICS_SCHEMA}
-    return pa.Table.from_pydict(cols, schema=METRICS_SCHEMA)
 
 
 def schema_markdown() -> str:

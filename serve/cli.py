@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 from .settings import DEFAULT_API_KEY_ENV, DEFAULT_HOST, DEFAULT_PORT, ServeSettings, hash_api_key
 
@@ -111,21 +110,13 @@ def settings_from_args(a: argparse.Namespace) -> ServeSettings:
     )
 
 
-def worker_env() -> dict[str, str]:
-    """Environment for Ray workers: this source tree on PYTHONPATH (so a clone runs without `pip install`) and the
-    tiny-checkpoint home, if set."""
-    root = str(Path(__file__).resolve().parents[1])
-    env = {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    if os.environ.get("ERNIE_VL_HOME"):
-        env["ERNIE_VL_HOME"] = os.environ["ERNIE_VL_HOME"]
-    return env
-
-
 def start(settings: ServeSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, num_cpus: int | None = None):
     """Start Ray (a local instance unless RAY_ADDRESS names a cluster) and Serve, deploy the application and return
     once its replicas are up."""
     import ray
     from ray import serve
+
+    from ernie_vl.worker_env import worker_env
 
     from .app import APP_NAME, build_app
 

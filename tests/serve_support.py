@@ -1,11 +1,7 @@
 """Shared by the server tests: a free port, and a Ray + Serve session for one test module."""
 
 import contextlib
-import os
 import socket
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -23,9 +19,9 @@ def ray_serve():
 
     started_ray = not ray.is_initialized()
     if started_ray:
-        env = {"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
-               "ERNIE_VL_HOME": os.environ["ERNIE_VL_HOME"]}
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+        from ernie_vl.worker_env import worker_env
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": worker_env()})
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:

@@ -102,6 +102,7 @@ def _try_lock(path, q):
         q.put(str(e))
 
 
+@pytest.mark.subprocess
 def test_run_lock_is_exclusive_across_processes(tmp_path):
     with RunLock(tmp_path):
         q = mp.get_context("fork").Queue()
@@ -170,3 +171,63 @@ def test_readme_section_documents_the_current_schema():
 
     section = (Path(__file__).resolve().parents[1] / "pipelines" / "README_SECTION.md").read_text()
     assert schema_markdown() in section
+
+
+def test_worker_env_puts_this_checkout_first_and_forwards_the_home(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from ernie_vl.worker_env import worker_env
+
+    root = str(Path(__file__).resolve().parents[1])
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    monkeypatch.setenv("ERNIE_VL_HOME", str(tmp_path))
+    assert worker_env() == {"PYTHONPATH": f"{root}:/elsewhere", "ERNIE_VL_HOME": str(tmp_path)}
+    monkeypatch.delenv("PYTHONPATH")
+    monkeypatch.delenv("ERNIE_VL_HOME")
+    assert worker_env() == {"PYTHONPATH": root}
+
+
+def test_stages_of_a_run_with_everything_written(tmp_path):
+    """plan → scan → execute → finalize without Ray: every sample already written (one of them twice, in two part
+    files, as a crash between write and reconcile leaves it) — the scan reconciles and skips all, execution yields
+    nothing and never starts Ray, and the metrics equal `ernie-vl score`'s for the same predictions."""
+    import shutil
+    import time
+
+    import ray
+
+    from evals.registry import get_benchmark
+    from evals.scoring import rescore
+    from pipelines.batch_eval import execute_run, finalize_run, plan_run, scan_run
+    from pipelines.manifest import start_manifest
+
+    assert not ray.is_initialized()
+    cfg = EvalConfig(benchmarks=[BenchmarkSpec("demo", limit=4)], out=str(tmp_path / "out"), progress=False)
+    run = plan_run(cfg, 1, "2024-01-01T00:00:00+00:00", time.monotonic())
+    assert run.ray.lazy and not run.ray.started and run.dtype == "auto"
+    fp = run.fingerprints["demo"]
+    bench = get_benchmark("demo")
+    saved = []
+    for s in list(bench.load(None))[:4]:
+        r = dict(s.to_record(), prediction="A", flavor="official", fingerprint=fp)
+        r["extracted"], r["score"] = bench.score(r, "A", "official")
+        saved.append(r)
+    run.pred.mkdir(parents=True)
+    write_part(run.pred, "demo", fp, predictions_table(saved[:3]))
+    write_part(run.pred, "demo", fp, predictions_table(saved[2:]))  # saved[2] twice
+
+    todo = scan_run(run)
+    assert todo.refs == [] and todo.pending == {"demo": set()}
+    assert (todo.progress["demo"].total, todo.progress["demo"].skipped) == (4, 4)
+    assert todo.notes == ["demo: removed 1 duplicate row(s) found at start"]
+    printer = ProgressPrinter(list(todo.progress.values()), enabled=False)
+    assert list(execute_run(run, todo, printer)) == [] and not ray.is_initialized()
+    manifest = start_manifest(todo.old_manifest, cfg, run.resources, run.dtype, run.parts, run.fingerprints,
+                              run.started_at, todo.notes)
+    res = finalize_run(run, todo, manifest)
+    b = res.manifest["benchmarks"]["demo"]
+    assert (b["rows"], b["skipped"], b["written"], b["missing"], b["status"]) == (4, 4, 0, 0, "complete")
+    assert not res.started_ray and res.complete
+    shutil.copytree(run.out, tmp_path / "rescored")
+    assert rescore(tmp_path / "rescored", "official") == res.metrics
+    assert pq.read_table(run.out / "metrics.parquet").equals(pq.read_table(tmp_path / "rescored" / "metrics.parquet"))

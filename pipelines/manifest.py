@@ -1,0 +1,154 @@
+"""`OUT/manifest.json`: what a run was and what it left — per benchmark its fingerprint and counts, the last run's
+settings and resources, and one history entry per invocation.
+
+    start_manifest  written before any work: benchmarks "running", last_run settings/resources/packages
+    end_manifest    after the last commit: counts read back from the part files, errors per reason, throughput
+    archive_entry   a benchmark's entry whose fingerprint changed → runs/<benchmark>-<fp12>/manifest.json
+
+Written atomically (resume.atomic_write_bytes): a kill leaves the previous manifest, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .config import EvalConfig, ResourcePlan
+from .fingerprint import package_versions
+from .progress import BenchmarkProgress, error_reason
+from .resume import atomic_write_bytes, list_parts, scan_done
+from .schema import SCHEMA_VERSION
+
+MANIFEST_FORMAT = "ernie-vl-eval/1"
+log = logging.getLogger("pipelines")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def load_manifest(out: Path) -> dict:
+    """The manifest of an earlier run in `out` ({} if none or unreadable)."""
+    p = out / "manifest.json"
+    if p.is_file():
+        try:
+            return json.loads(p.read_text())
+        except (OSError, ValueError):
+            log.warning("ignoring unreadable %s", p)
+    return {}
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    atomic_write_bytes(out / "manifest.json", (json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+
+def archive_entry(out: Path, name: str, entry: dict) -> None:
+    """Keep the manifest entry of a benchmark's earlier fingerprint beside its archived part files."""
+    fp = str(entry.get("fingerprint", ""))[:12]
+    if not fp:
+        return
+    d = out / "runs" / f"{name}-{fp}"
+    d.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(d / "manifest.json", (json.dumps(entry, indent=2, default=str) + "\n").encode())
+
+
+def _read_rows(parts: list[Path]) -> list[dict]:
+    if not parts:
+        return []
+    return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default").to_pylist()
+
+
+def start_manifest(old: dict, cfg: EvalConfig, plan: ResourcePlan, dtype: str, parts: dict, fps: dict,
+                   started_at: str, notes: list[str]) -> dict:
+    """The manifest of a run that starts: `old`'s benchmarks and history kept, this run's benchmarks "running"."""
+    m = {
+        "format": MANIFEST_FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "benchmarks": dict(old.get("benchmarks", {})),
+        "history": list(old.get("history", [])),
+    }
+    for name, fp in fps.items():
+        prev = m["benchmarks"].get(name) or {}
+        m["benchmarks"][name] = {
+            "name": name,
+            "fingerprint": fp,
+            "fingerprint_parts": parts[name],
+            "status": "running",
+            "data": next(s.data for s in cfg.benchmarks if s.name == name),
+            "limit": next(s.limit for s in cfg.benchmarks if s.name == name),
+        }
+        if prev.get("fingerprint") == fp and prev.get("progress"):
+            m["benchmarks"][name]["progress"] = prev["progress"]  # kept if this invocation writes nothing
+    m["last_run"] = {
+        "started_at": started_at,
+        "finished_at": None,
+        "status": "running",
+        "benchmarks": sorted(fps),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "argv": sys.argv,
+        "config": cfg.to_dict(),
+        "dtype": dtype,
+        "resources": {
+            "device": plan.device,
+            "cluster_cpus": plan.cluster_cpus,
+            "cluster_gpus": plan.cluster_gpus,
+            "preprocess": vars(plan.preprocess),
+            "replica": vars(plan.replica),
+            "score": vars(plan.score),
+            "torch_threads": plan.torch_threads,
+        },
+        "packages": package_versions(),
+        "notes": notes,
+    }
+    return m
+
+
+def end_manifest(m: dict, out: Path, fps: dict, progress: dict[str, BenchmarkProgress], notes: list[str],
+                 t_start: float) -> dict:
+    """`m` completed: per benchmark the counts of its part files and this invocation's progress, the run's status,
+    and a history entry."""
+    pred = out / "predictions"
+    for name, fp in fps.items():
+        done = scan_done(pred, name, fp)
+        prog = progress[name]
+        rows = _read_rows(list_parts(pred, name, fp))
+        reasons: dict[str, int] = {}
+        examples: dict[str, str] = {}
+        for r in rows:
+            if r.get("error"):
+                k = error_reason(r["error"])
+                reasons[k] = reasons.get(k, 0) + 1
+                examples.setdefault(k, r["error"][:300])
+        entry = m["benchmarks"][name]
+        entry.update(
+            total=prog.total,
+            rows=len(done.keys),
+            done=len(done.keys) - len(done.failed),
+            failed=len(done.failed),
+            skipped=prog.skipped,
+            written=prog.written,
+            missing=max(0, prog.total - prog.skipped - prog.written),
+            errors=reasons,
+            error_examples=examples,
+            parts=len(list_parts(pred, name, fp)),
+        )
+        if prog.written or "progress" not in entry:  # throughput of the last invocation that did work
+            entry["progress"] = prog.summary()
+        entry["status"] = "complete" if entry["missing"] == 0 else "incomplete"
+    lr = m["last_run"]
+    lr.update(finished_at=utc_now(), elapsed_s=round(time.monotonic() - t_start, 3), notes=notes)
+    lr["status"] = "complete" if all(m["benchmarks"][n]["status"] == "complete" for n in fps) else "incomplete"
+    m["history"].append({k: lr[k] for k in ("started_at", "finished_at", "status", "benchmarks", "elapsed_s")}
+                        | {"written": {n: progress[n].written for n in fps},
+                           "skipped": {n: progress[n].skipped for n in fps}})
+    return m
