@@ -1,6 +1,6 @@
 """CUDA-only paths, checked on the GPU they exist for (skipped, as expected, on a machine without CUDA):
 
-* the continuous batch's decode step replayed from a CUDA graph (`DecodeStep`, decode="graph");
+* the continuous batch's decode step replayed from a CUDA graph (`decode_step.DecodeStep`, decode="graph");
 * `VisionAhead` encoding the next requests' images/videos on a side CUDA stream;
 * the grouped-GEMM experts (`F.grouped_mm`, bfloat16 on CUDA) against the reference loop.
 
@@ -23,21 +23,22 @@ import torch
 
 pytestmark = pytest.mark.gpu
 
-N_NEW = 20  # > slots.CAPTURE_AFTER (8): every batch below replays its captured graph for several steps
+N_NEW = 20  # > decode_step.CAPTURE_AFTER (8): every batch below replays its captured graph for several steps
 
 
-# The two places that know how a request is built and run alone (the engine's request type is being redesigned).
+# The two places that know how a request is built and run alone.
 def _request(cfg, input_ids, **vision):
-    from ernie_vl.engine import Prepared
+    from ernie_vl.inputs import ModelInputs
 
-    return Prepared(input_ids=input_ids, **vision)
+    return ModelInputs.build(input_ids, cfg, **vision)
 
 
 def _generate_alone(model, request, n: int) -> list[int]:
-    """`model.generate` on one request: its new tokens."""
-    from ernie_vl.engine import collate
+    """`model.generate` (the transformers-shaped oracle) on one request: its new tokens."""
+    from ernie_vl.inputs import ModelBatch
 
-    return model.generate(**collate([request]), max_new_tokens=n)[0, request.num_prompt_tokens:].tolist()
+    kw = ModelBatch.collate([request]).transformers_kwargs()
+    return model.generate(**kw, max_new_tokens=n)[0, request.num_prompt_tokens:].tolist()
 
 
 def _requests(cfg, g, video: bool = False):
