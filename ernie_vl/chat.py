@@ -20,6 +20,7 @@ from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
 import jinja2
+import jinja2.ext  # the templates use loopcontrols; importing the extension module is not implied by `import jinja2`
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import ChatFormatError

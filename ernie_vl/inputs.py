@@ -7,7 +7,7 @@ for the batch pipeline and the server — so that the model's prefill and decode
     ModelInputs (one sequence, no padding)            ModelBatch (B sequences, left-padded to S)
       input_ids      [S]     int64                      input_ids, attention_mask   [B, S]
       position_ids   [3, S]  int64 (t, h, w rope)       position_ids                [3, B, S]   (pads 0)
-      next_position  int     first new token's pos      next_positions              [B]
+                                                        next_positions              [3, B] first new token's
       moe_vision     [Tv]    vision-pool token idx      text_index / vision_index   flat [B*S] indices per pool
       image_spans / video_spans: (start, end) of each   image_index / video_index   flat indices of placeholders
         medium's placeholder run                        images / videos             VisionBatch | None
@@ -16,8 +16,9 @@ for the batch pipeline and the server — so that the model's prefill and decode
 `VisionBatch` carries the pixel rows of one kind with their host-side metadata: grids as Python ints, ViT patch
 positions, per-item segments for per-frame attention and the resampler's frame-pair indices.
 
-NOTE: the first generated token sits at rope position max(position_ids) + 1 (the reference's `rope_deltas`), which
-is not the last prompt position + 1 when a video with T' > max(H', W') ends near the end of the prompt.
+NOTE: the first generated token takes the last prompt position + 1 on each of the three rows, as transformers'
+`generate` extends `position_ids`; the model's own `rope_deltas` (and vLLM) would give max(position_ids) + 1, which
+differs when a video with T' > max(H', W') ends near the end of the prompt. We follow the reference's `generate`.
 """
 
 from __future__ import annotations
@@ -144,7 +145,6 @@ class ModelInputs:
 
     input_ids: torch.Tensor  # [S] int64
     position_ids: torch.Tensor  # [3, S] int64
-    next_position: int
     moe_vision: torch.Tensor  # [Tv] int64: positions routed to the vision experts (placeholders + start/end)
     image_spans: list[tuple[int, int]] = field(default_factory=list)
     video_spans: list[tuple[int, int]] = field(default_factory=list)
@@ -171,7 +171,7 @@ class ModelInputs:
             if len(found) != n_items:
                 raise ValueError(f"{len(found)} {kind} placeholder run(s) in input_ids but {n_items} {kind}(s) given")
         pos = pos[:, 0]
-        return cls(ids, pos, int(pos.max()) + 1 if pos.numel() else 0, (moe[0] != 0).nonzero().reshape(-1),
+        return cls(ids, pos, (moe[0] != 0).nonzero().reshape(-1),
                    spans[IMAGE], spans[VIDEO], images, videos)
 
     @property
@@ -228,7 +228,7 @@ class ModelBatch:
     input_ids: torch.Tensor  # [B, S]
     attention_mask: torch.Tensor  # [B, S]
     position_ids: torch.Tensor  # [3, B, S]
-    next_positions: torch.Tensor  # [B]
+    next_positions: torch.Tensor  # [3, B]: rope position of each row's first new token (last prompt position + 1)
     text_index: torch.Tensor  # [Tt] flat indices into B*S: tokens of the text experts (padding included)
     vision_index: torch.Tensor  # [Tv] flat indices: tokens of the vision experts
     image_index: torch.Tensor  # flat indices of image placeholders, batch-major (the order of image features)
@@ -261,7 +261,7 @@ class ModelBatch:
             vision.append(x.moe_vision + off)
             image += [torch.arange(a + off, e + off) for a, e in x.image_spans]
             video += [torch.arange(a + off, e + off) for a, e in x.video_spans]
-        nxt = torch.tensor([x.next_position for x in items], dtype=torch.long)
+        nxt = pos[:, :, -1] + 1
         return cls(ids, mask, pos, nxt, torch.cat(text), torch.cat(vision), _cat_index(image), _cat_index(video),
                    VisionBatch.cat([x.images for x in items if x.images is not None]),
                    VisionBatch.cat([x.videos for x in items if x.videos is not None]),
@@ -288,7 +288,7 @@ class ModelBatch:
         pos, _ = get_rope_index(ids, mm, image_grid_thw, video_grid_thw, mask, mt.spatial_merge_size,
                                 mt.temporal_merge_size)
         vis = (moe != 0).reshape(-1)
-        nxt = pos.amax(dim=(0, 2)) + 1 if S else torch.zeros(B, dtype=torch.long)
+        nxt = pos[:, :, -1] + 1 if S else torch.zeros(3, B, dtype=torch.long)
         flat_mm = mm.reshape(-1)
         return cls(ids, mask, pos, nxt, (~vis).nonzero().reshape(-1), vis.nonzero().reshape(-1),
                    (flat_mm == IMAGE).nonzero().reshape(-1), (flat_mm == VIDEO).nonzero().reshape(-1),

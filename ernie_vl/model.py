@@ -187,7 +187,7 @@ class ErnieVLForConditionalGeneration(nn.Module):
 
         cache = self.new_cache(B, S + max_new_tokens)
         logits = self.prefill(batch, cache, logits_to_keep=1).logits[:, -1]
-        pos_3B1 = batch.next_positions.to(dev)[None, :, None].expand(3, -1, -1)
+        pos_3B1 = batch.next_positions.to(dev)[:, :, None]
         keys = batch.attention_mask.to(dev).bool()
         tokens, done = [], torch.zeros(B, dtype=torch.bool, device=dev)
         for step in range(max_new_tokens):

@@ -28,7 +28,7 @@ def text_cos_sin(position_ids_3BS: torch.Tensor, inv_freq_P: torch.Tensor, mrope
     # chunk 0 (height pairs) reads row 1, chunk 1 (width) row 2, chunk 2 (temporal) row 0.
     h, w, t = (chunk[(i + 1) % 3] for i, chunk in enumerate(freqs_3BSP.split(list(mrope_section), dim=-1)))
     freqs_BSP = torch.cat([torch.stack([h, w], dim=-1).flatten(-2), t], dim=-1)
-    freqs_BSD = freqs_BSP.repeat_interleave(2, dim=-1)
+    freqs_BSD = freqs_BSP[..., None].expand(*freqs_BSP.shape, 2).flatten(-2)  # each pair's angle twice
     return freqs_BSD.cos(), freqs_BSD.sin()
 
 

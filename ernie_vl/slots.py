@@ -128,7 +128,7 @@ class ContinuousBatch:
         st.cache.load_rows(slots, tmp, list(range(len(rows))), [(S - n, S) for n in batch.lengths])
         idx = torch.tensor(slots, device=model.device)
         st.lengths[idx] = torch.tensor(batch.lengths, device=model.device)
-        st.positions[:, idx] = batch.next_positions.to(model.device)[None, :, None].expand(3, -1, -1)
+        st.positions[:, idx] = batch.next_positions.to(model.device)[:, :, None]
         for slot, row, n in zip(slots, rows, batch.lengths):
             self.rows[slot] = row
             self.counts[slot] = 0

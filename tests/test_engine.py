@@ -7,20 +7,7 @@ import ernie_vl
 from ernie_vl.engine import Engine
 from ernie_vl.generation import GenerationSettings
 from ernie_vl.inputs import ModelBatch, ModelInputs
-
-
-def _requests(model, g):
-    c = model.config
-    reqs = []
-    for n_text, grid in [(9, None), (4, [1, 4, 4]), (13, [1, 2, 6]), (3, None), (6, [1, 4, 2])]:
-        ids = torch.randint(20, 500, (n_text,), generator=g)
-        kw = {}
-        if grid:
-            n_tok = grid[1] * grid[2] // 4
-            ids = torch.cat([ids, torch.tensor([c.image_start_token_id] + [c.image_token_id] * n_tok + [c.image_end_token_id]), ids[:2]])
-            kw = {"pixel_values": torch.randn(grid[1] * grid[2], 588, generator=g), "image_grid_thw": torch.tensor([grid])}
-        reqs.append(ModelInputs.build(ids, c, **kw))
-    return reqs
+from model_support import requests_for
 
 
 def _hf(r):
@@ -29,7 +16,7 @@ def _hf(r):
 
 def test_engine_matches_single_request_generate(tiny_dir):
     model = ernie_vl.load_model(tiny_dir)
-    reqs = _requests(model, torch.Generator().manual_seed(0))
+    reqs = requests_for(model, torch.Generator().manual_seed(0))
     free = [model.generate(**_hf(r), max_new_tokens=10)[0, r.num_prompt_tokens:].tolist() for r in reqs]
     eos = free[0][3]  # a token request 0 produces: makes that row stop early inside a batch
     expected = []
@@ -47,7 +34,7 @@ def test_continuous_batching_refills_freed_slots(tiny_dir):
     """With 2 slots and 5 requests whose answers stop at different steps, every request still gets exactly the
     continuation it gets alone, and zero-token budgets return empty generations."""
     model = ernie_vl.load_model(tiny_dir)
-    reqs = _requests(model, torch.Generator().manual_seed(1))
+    reqs = requests_for(model, torch.Generator().manual_seed(1))
     alone = [model.generate(**_hf(r), max_new_tokens=12)[0, r.num_prompt_tokens:].tolist() for r in reqs]
     stops = [t[i % 4 + 1] for i, t in enumerate(alone)]  # different stop steps per request
     engine = Engine(model, max_batch_size=2)
@@ -62,7 +49,7 @@ def test_fixed_shape_and_compiled_decode_match_eager(tiny_dir):
     """The fixed-shape step (what a CUDA graph captures) and its torch.compile'd form give the eager engine's tokens;
     one engine reused across calls with different capacities keeps giving them."""
     model = ernie_vl.load_model(tiny_dir)
-    reqs = _requests(model, torch.Generator().manual_seed(2))
+    reqs = requests_for(model, torch.Generator().manual_seed(2))
     settings = GenerationSettings(max_new_tokens=8)
     eager = Engine(model, max_batch_size=3, decode="eager")
     expected = [o.tokens for o in eager.generate(reqs, settings)]
@@ -88,7 +75,7 @@ def test_vision_encoded_ahead_gives_the_same_tokens(tiny_dir):
     a side stream) feeds each prefill the same features as encoding at admission."""
     model = ernie_vl.load_model(tiny_dir)
     g = torch.Generator().manual_seed(3)
-    reqs = _requests(model, g)
+    reqs = requests_for(model, g)
     c = model.config
     vid = torch.cat([torch.randint(20, 500, (5,), generator=g),
                      torch.tensor([c.video_start_token_id] + [c.video_token_id] * 4 + [c.video_end_token_id])])
@@ -115,7 +102,7 @@ def test_failed_compilation_falls_back_to_the_same_step(tiny_dir):
     """A compiler failure (here: a compiled function that raises) warns and runs the uncompiled fixed-shape step,
     with the same tokens; the engine keeps working."""
     model = ernie_vl.load_model(tiny_dir)
-    reqs = _requests(model, torch.Generator().manual_seed(4))[:3]
+    reqs = requests_for(model, torch.Generator().manual_seed(4))[:3]
     settings = GenerationSettings(max_new_tokens=5)
     engine = Engine(model, max_batch_size=2, decode="compile")
 
@@ -135,7 +122,7 @@ def test_stream_yields_each_step_then_the_results(tiny_dir):
     """`Engine.stream` (what an expert-parallel rank streams) yields one event per prefill or decode step with the
     new tokens of the rows still live; joined, the events are exactly the final tokens."""
     model = ernie_vl.load_model(tiny_dir)
-    reqs = _requests(model, torch.Generator().manual_seed(5))
+    reqs = requests_for(model, torch.Generator().manual_seed(5))
     free = Engine(model).generate(reqs, GenerationSettings(max_new_tokens=7))
     eos = free[1].tokens[2]  # request 1 stops early inside the batch
     settings = GenerationSettings(max_new_tokens=7, eos_token_id=(eos,))

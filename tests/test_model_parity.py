@@ -205,3 +205,15 @@ def test_generate_stops_per_row_at_eos(pair):
     stop = (ref_other == eos).nonzero()
     upto = stop[0].item() + 1 if len(stop) else len(other)
     assert torch.equal(other[:upto], ref_other[:upto])
+
+
+def test_greedy_continuations_match_when_a_video_ends_the_prompt(pair):
+    """A video with T' > max(H', W') near the end of the prompt: transformers' generate continues from the last
+    prompt position + 1 (not the max + 1 of its rope_deltas), and so do we."""
+    cfg, ours, ref = pair
+    g = torch.Generator().manual_seed(4)
+    kw = _batch([_sample(g, [("text", 2), ("video", 12, 2, 2), ("text", 2)]), _sample(g, [("text", 5)])])
+    with torch.no_grad():
+        a = ours.generate(**kw, max_new_tokens=8)
+        b = ref.generate(**_ref_kwargs(cfg, kw), max_new_tokens=8, do_sample=False, pad_token_id=PAD)
+    assert torch.equal(a, b)
