@@ -13,12 +13,11 @@ from typing import Any, Mapping
 
 from .chat import DEFAULT_CHAT_TEMPLATE
 from .errors import ProcessingError
+from .image_transforms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 FONT_NAME = "Roboto-Regular.ttf"
 PACKAGED_FONT = Path(__file__).parent / "fonts" / FONT_NAME
 
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # Defaults of Ernie4_5_VLMoeImageProcessor (model-spec §10.1), as transformers serializes them.
 IMAGE_PROCESSOR_CONFIG: dict[str, Any] = {
@@ -72,7 +71,7 @@ def write_processor_files(dst: str | Path, font: str | Path | None = None) -> No
     Files: ``processor_config.json`` (nested image/video processor configs, the v5 layout), the legacy
     ``preprocessor_config.json`` / ``video_preprocessor_config.json`` (same values), ``chat_template.jinja`` (the
     cleaned ERNIE template) and the timestamp font ``Roboto-Regular.ttf`` (``font`` or the packaged Roboto).
-    The tokenizer files come from :func:`ernie_vl.tokenizer.write_tiny_tokenizer`.
+    The tokenizer files come from :func:`ernie_vl.tokenizer_tiny.write_tiny_tokenizer`.
     """
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """`ernie-vl eval | score | report`: the batch evaluation commands.
 
-`add_eval_commands(subparsers)` registers them on the `ernie-vl` parser (ernie_vl/cli.py calls it when this package
+`add_eval_commands(subparsers)` registers them on the `ernie-vl` parser (ernie_vl_cli/ calls it when this package
 is importable). Each command function takes the argparse namespace and returns an exit code. Ray and the pipeline
 modules are imported only when a command runs, so `ernie-vl --help` stays fast.
 

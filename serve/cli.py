@@ -21,7 +21,7 @@ from .settings import DEFAULT_API_KEY_ENV, DEFAULT_HOST, DEFAULT_PORT, ServeSett
 
 
 def add_serve_command(subparsers) -> argparse.ArgumentParser:
-    """Register `serve` on an argparse subparsers object (called by `ernie_vl.cli`)."""
+    """Register `serve` on an argparse subparsers object (called by `ernie_vl_cli`)."""
     s = subparsers.add_parser("serve", help="serve the model behind an OpenAI-compatible HTTP API (Ray Serve)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--model", help="checkpoint folder (default: the embedded tiny checkpoint)")
