@@ -79,18 +79,20 @@ class Engine:
         tokens; returns the `Generated` list (`drain`)."""
         n = len(requests)
         results: list[Generated | None] = [None] * n
-        if settings.max_new_tokens <= 0 or n == 0:
-            if self.group is not None:  # a rank with nothing to generate still takes part in every exchange
-                self._admit([], None)
-                while self._step():
-                    pass
-            return [Generated([], "length", r.num_prompt_tokens, 0.0) for r in requests]
+        empty = [Generated([], "length", r.num_prompt_tokens, 0.0) for r in requests]
         emitted: list[tuple[int, int]] = []
         rows = [_Request(i, r, settings, results, emitted) for i, r in enumerate(requests)]
         batch = self.batch
-        batch.reserve(n if self.group is not None else min(self.max_batch_size, n),
-                      max(r.num_prompt_tokens for r in requests) + settings.max_new_tokens)
-        if self.group is not None:  # lockstep: one prefill, then steps until no rank has live rows
+        need = max((r.num_prompt_tokens for r in requests), default=0) + max(settings.max_new_tokens, 1)
+        if self.group is not None:  # lockstep: as many slots as the busiest rank, one prefill, steps until all done
+            from .expert_parallel import max_over_ranks
+
+            slots = max_over_ranks(n, self.model.device, self.group)
+            if slots == 0:
+                return empty
+            batch.reserve(slots, need)
+            if settings.max_new_tokens <= 0:  # this rank generates nothing, but takes part in every exchange
+                rows, results = [], empty
             self._admit(rows, None)
             while True:
                 if emitted:
@@ -99,6 +101,9 @@ class Engine:
                 if not self._step():
                     break
             return results
+        if settings.max_new_tokens <= 0 or n == 0:
+            return empty
+        batch.reserve(min(self.max_batch_size, n), need)
         waiting = sorted(range(n), key=lambda i: -requests[i].num_prompt_tokens)[::-1]  # pop() = longest first
         ahead = VisionAhead(self.model, requests) if self.vision_ahead else None
         while waiting or batch.active:

@@ -16,6 +16,7 @@ Backends: gloo on CPU (tests), NCCL on GPU. Legend: T tokens, D hidden, K top-k,
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +94,7 @@ class ShardedExperts(nn.Module):
         self.register_buffer("slot", _slots(owners), persistent=False)
         self.register_buffer("tokens_per_local_expert", torch.zeros(len(local_ids), dtype=torch.long), persistent=False)
         self.world = world
+        self.capacity: int | None = None  # rows per destination of a fixed-size exchange (see `fixed_exchange`)
         self.bytes_sent = 0  # all-to-all traffic of this rank (dispatch + combine), for benchmarks
 
     def _a2a(self, out, inp, out_splits=None, in_splits=None):
@@ -101,34 +103,56 @@ class ShardedExperts(nn.Module):
         return out
 
     def forward(self, x_TD: torch.Tensor, idx_TK: torch.Tensor, w_TK: torch.Tensor) -> torch.Tensor:
+        """Exchange sizes come from the routing (one host read of the counts), or are fixed when `capacity` is set
+        (`fixed_exchange`: decode steps, which can then be captured in a CUDA graph)."""
         T, D = x_TD.shape
         K = idx_TK.shape[1] if idx_TK.dim() == 2 else 0
         flat_A = idx_TK.reshape(-1)
         dest_A = self.owner[flat_A]
-        order_A = (dest_A * self.n_experts + flat_A).argsort(stable=True)
+        order_A = (dest_A * self.n_experts + flat_A).argsort(stable=True)  # by owner rank, then expert
         tok_A = order_A // max(K, 1)
         send_counts = torch.zeros(self.world, dtype=torch.long, device=x_TD.device).scatter_add_(
             0, dest_A, torch.ones_like(dest_A)
         )
-        recv_counts = self._a2a(torch.empty_like(send_counts), send_counts)
-        sc, rc = send_counts.tolist(), recv_counts.tolist()
-        recv_x = self._a2a(x_TD.new_empty(sum(rc), D), x_TD[tok_A].contiguous(), rc, sc)
-        recv_slot = self._a2a(flat_A.new_empty(sum(rc)), self.slot[flat_A[order_A]].contiguous(), rc, sc)
-        y = self._local_experts(recv_x, recv_slot)
-        back = self._a2a(x_TD.new_empty(flat_A.numel(), D), y, sc, rc)
+        x_AD, slot_A = x_TD[tok_A], self.slot[flat_A[order_A]]
+        if self.capacity is None:
+            recv_counts = self._a2a(torch.empty_like(send_counts), send_counts)
+            sc, rc = send_counts.tolist(), recv_counts.tolist()
+            recv_x = self._a2a(x_TD.new_empty(sum(rc), D), x_AD.contiguous(), rc, sc)
+            recv_slot = self._a2a(flat_A.new_empty(sum(rc)), slot_A.contiguous(), rc, sc)
+            valid = None
+            back = self._a2a(x_TD.new_empty(flat_A.numel(), D), self._local_experts(recv_x, recv_slot), sc, rc)
+        else:
+            # Every rank sends `capacity` rows to every rank: assignment j (sorted by destination) goes to row
+            # dest * C + its place among that destination's assignments; unused rows carry slot -1.
+            C = self.capacity
+            if flat_A.numel() > C:
+                raise ValueError(f"{flat_A.numel()} expert assignments exceed the fixed exchange capacity {C}")
+            dest_sorted = dest_A[order_A]
+            first_of_dest = send_counts.cumsum(0) - send_counts
+            row_A = dest_sorted * C + torch.arange(flat_A.numel(), device=x_TD.device) - first_of_dest[dest_sorted]
+            send_x = x_TD.new_zeros(self.world * C, D).index_copy_(0, row_A, x_AD)
+            send_slot = flat_A.new_full((self.world * C,), -1).index_copy_(0, row_A, slot_A)
+            recv_x = self._a2a(torch.empty_like(send_x), send_x)
+            recv_slot = self._a2a(torch.empty_like(send_slot), send_slot)
+            valid = recv_slot >= 0
+            y = self._local_experts(recv_x, recv_slot.clamp(min=0), valid)
+            back = self._a2a(torch.empty_like(y), y)[row_A]
         out = torch.zeros_like(x_TD)
         if flat_A.numel():
             out.index_add_(0, tok_A, (back * w_TK.reshape(-1)[order_A, None]).to(out.dtype))
         return out
 
-    def _local_experts(self, x_RD: torch.Tensor, slot_R: torch.Tensor) -> torch.Tensor:
-        """The received rows through this rank's experts: `moe.experts` with one expert per row and weight 1 (the
-        same grouped kernel as an unsharded model; each expert sees its rows in sender-rank order)."""
+    def _local_experts(self, x_RD: torch.Tensor, slot_R: torch.Tensor, valid_R: torch.Tensor | None = None
+                       ) -> torch.Tensor:
+        """The received rows through this rank's experts: `moe.experts` with one expert per row and weight 1 (0 for
+        the padding rows of a fixed exchange) — the same grouped kernel as an unsharded model."""
         n_local = self.gate_up_proj.shape[0]
+        hits = torch.ones_like(slot_R) if valid_R is None else valid_R.long()
         self.tokens_per_local_expert += torch.zeros(n_local, dtype=torch.long, device=x_RD.device).scatter_add_(
-            0, slot_R, torch.ones_like(slot_R))
-        ones_R1 = torch.ones(slot_R.shape[0], 1, dtype=x_RD.dtype, device=x_RD.device)
-        return experts(x_RD, slot_R[:, None], ones_R1, self.gate_up_proj, self.down_proj)
+            0, slot_R, hits)
+        w_R1 = hits.to(x_RD.dtype)[:, None]
+        return experts(x_RD, slot_R[:, None], w_R1, self.gate_up_proj, self.down_proj)
 
 
 def _slots(owners: list[int]) -> torch.Tensor:
@@ -209,6 +233,28 @@ def idle_prefill(model) -> None:
 def idle_decode(model) -> None:
     """The collectives of one decode step, with nothing to send: for a rank whose sequences are done."""
     _empty_exchange(model, ("text",))
+
+
+@contextmanager
+def fixed_exchange(model, slots: int):
+    """Decode steps over `slots` rows (the same on every rank): each pool exchanges `slots` x top-k rows with every
+    rank, padded, so the step has fixed shapes and no host read (capturable in a CUDA graph); padding rows cost
+    expert compute, which a decode step, bound by reading the weights, barely notices."""
+    pools = [pool.experts for pool, _ in _pools(model)]
+    cap = slots * model.config.text.moe_k
+    for e in pools:
+        e.capacity = cap
+    try:
+        yield
+    finally:
+        for e in pools:
+            e.capacity = None
+
+
+def max_over_ranks(value: int, device, group=None) -> int:
+    t = torch.tensor([value], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+    return int(t.item())
 
 
 def any_rank(flag: bool, device, group=None) -> bool:

@@ -15,7 +15,9 @@ shares its batch; greedy rows give exactly the tokens of `model.generate` on the
 Lockstep (`group` set: the ranks of an expert-parallel replica): every rank runs the same collectives in the same
 order whatever its rows hold — a rank with nothing to admit takes part in the prefill's exchanges
 (`expert_parallel.idle_prefill`), and `step()` returns False only once no rank has a live row, a rank without live
-rows meanwhile taking part in each step's exchanges (`idle_decode`).
+rows meanwhile taking part in each step's exchanges (`idle_decode`). Every rank holds the same number of slots, so
+decode steps exchange fixed-size, padded buffers (`expert_parallel.fixed_exchange`): no host read inside the step,
+which a CUDA graph can then capture.
 
 Slots and capacity grow on demand (`reserve`; a server's batch starts empty and, with `release_when_idle`, gives its
 KV memory back when the last row leaves); the batch engine reserves exactly what a call needs and keeps it (and a
@@ -118,7 +120,8 @@ class ContinuousBatch:
 
                 idle_prefill(self.model)
             return
-        self.reserve(len(self.active) + len(rows), max(self.need(r) for r in rows))
+        # never fewer slots than there are: the engine sized the batch for the call (in lockstep: the same on all ranks)
+        self.reserve(max(len(self.rows), len(self.active) + len(rows)), max(self.need(r) for r in rows))
         slots = self.free[: len(rows)]
         model, st = self.model, self._step
         batch = ModelBatch.collate([r.inputs for r in rows], rows[0].settings.pad_token_id)
@@ -144,15 +147,22 @@ class ContinuousBatch:
         live rows (every rank calls `step` until it returns False)."""
         active = self.active
         if self.group is not None:
-            from .expert_parallel import any_rank, idle_decode
+            from .expert_parallel import any_rank, fixed_exchange, idle_decode
 
             if not any_rank(bool(active), self.model.device, self.group):
                 return False
-            if not active:
-                idle_decode(self.model)
-                return True
+            with fixed_exchange(self.model, len(self.rows)):  # every rank holds the same number of slots
+                if not active:
+                    idle_decode(self.model)
+                else:
+                    self._decode(active)
+            return True
         if not active:
             return False
+        self._decode(active)
+        return True
+
+    def _decode(self, active: list[int]) -> None:
         if active != self._active_list:  # the slot set changed: a new device index (no host->device copy per step)
             self._active_list, self._active_idx = active, torch.tensor(active, device=self.model.device)
         st, rows = self._step, self._active_idx
@@ -162,7 +172,6 @@ class ContinuousBatch:
         for b in active:
             self.lens[b] += 1
         self._record(active, rows, logits[rows])
-        return True
 
     def drop(self, slot: int) -> None:
         """Free a slot (its row was cancelled)."""

@@ -81,6 +81,50 @@ def _worker(rank: int, world: int, port: int, ckpt: str, plan: str, out_dir: str
     ref2 = Engine(full).generate(mine, GenerationSettings(max_new_tokens=8, eos_token_id=(eos,)))
     report["idle_rank_tokens_equal"] = [o.tokens == r.tokens for o, r in zip(ours2, ref2)]
     report["n_scenario2"] = len(mine)
+
+    # scenario 3: one decode step through the fixed-size exchange (what a CUDA graph captures; the lockstep engine
+    # above ran its decode steps so) equals the data-sized exchange and the full model, and reads nothing back
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from ernie_vl.decode_step import decode_slots
+    from ernie_vl.expert_parallel import fixed_exchange
+    from ernie_vl.inputs import ModelBatch as Batch
+
+    class Reads(TorchDispatchMode):
+        """Dispatched ops, plus Tensor.tolist/.item calls (on CPU tolist reads memory without dispatching)."""
+
+        ops: set = set()
+
+        def __enter__(self):
+            self._saved = torch.Tensor.tolist, torch.Tensor.item
+            for name, orig in zip(("tolist", "item"), self._saved):
+                setattr(torch.Tensor, name, lambda t, *a, _o=orig, _n=name: self.ops.add(_n) or _o(t, *a))
+            return super().__enter__()
+
+        def __exit__(self, *exc):
+            torch.Tensor.tolist, torch.Tensor.item = self._saved
+            return super().__exit__(*exc)
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.add(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    batch = Batch.collate(reqs)
+    B, S = batch.shape
+    step_logits = {}
+    for name, model, fixed in (("full", full, False), ("sharded", shard, False), ("fixed", shard, True)):
+        cache = model.new_cache(B, S + 1)
+        with torch.inference_mode():
+            model.prefill(batch, cache)
+            args = (torch.arange(B) + 5, batch.next_positions[:, :, None], cache, torch.full((B,), S), S + 1)
+            if fixed:
+                with fixed_exchange(model, 3), Reads() as reads:  # 3 = the busier rank's rows: the same on both
+                    step_logits[name] = decode_slots(model, *args)
+            else:
+                step_logits[name] = decode_slots(model, *args)
+    report["fixed_vs_sized"] = (step_logits["fixed"] - step_logits["sharded"]).abs().max().item()
+    report["fixed_vs_full"] = (step_logits["fixed"] - step_logits["full"]).abs().max().item()
+    report["fixed_host_reads"] = sorted(reads.ops & {"aten._local_scalar_dense", "aten.nonzero", "tolist", "item"})
     report["expert_load"] = expert_load(shard)
     report["local_experts"] = {p: placement.local(p, rank) for p in ("text", "vision")}
     report["param_bytes"] = sum(p.numel() * p.element_size() for p in shard.parameters())
@@ -110,6 +154,8 @@ def test_two_rank_replica_equals_single_process(tiny_dir, tmp_path, plan):
         assert all(rep["tokens_equal"]), rep
         assert all(rep["idle_rank_tokens_equal"]), rep
         assert rep["param_bytes"] < rep["full_param_bytes"]
+        assert rep["fixed_vs_sized"] <= 1e-5 and rep["fixed_vs_full"] <= 1e-5, rep
+        assert rep["fixed_host_reads"] == [], rep
     assert reports[0]["n_scenario2"] == 0 and reports[1]["n_scenario2"] == 2
     # each expert lives on exactly one rank
     for pool in ("text", "vision"):
