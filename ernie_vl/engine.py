@@ -87,7 +87,8 @@ class Engine:
         if self.group is not None:  # lockstep: as many slots as the busiest rank, one prefill, steps until all done
             from .expert_parallel import max_over_ranks
 
-            slots = max_over_ranks(n, self.model.device, self.group)
+            # the same slots and capacity on every rank: same decode-step shapes, rebuilds and graph captures
+            slots, need = max_over_ranks([n, need], self.model.device, self.group)
             if slots == 0:
                 return empty
             batch.reserve(slots, need)

@@ -8,8 +8,9 @@ runs them on its own requests; routed-expert work travels by all-to-all:
 
 NOTE: every rank issues the same collectives in the same order whatever its batch holds: each sparse layer runs the
 text pool then the vision pool during prefill (zero-size exchanges for a rank without visual tokens) and the text
-pool only during decode. Ranks without work call `idle_prefill` / `idle_decode`, which issue exactly those exchanges,
-so text-only and image batches on different ranks cannot deadlock.
+pool only during decode. A rank without requests calls `idle_prefill`, which issues exactly the prefill's exchanges;
+in decode every rank runs its step over the same number of slots (`fixed_exchange`), live rows or not, so text-only
+and image batches on different ranks cannot deadlock.
 
 Backends: gloo on CPU (tests), NCCL on GPU. Legend: T tokens, D hidden, K top-k, A = T*K assignments, W ranks.
 """
@@ -230,11 +231,6 @@ def idle_prefill(model) -> None:
     _empty_exchange(model, ("text", "vision"))
 
 
-def idle_decode(model) -> None:
-    """The collectives of one decode step, with nothing to send: for a rank whose sequences are done."""
-    _empty_exchange(model, ("text",))
-
-
 @contextmanager
 def fixed_exchange(model, slots: int):
     """Decode steps over `slots` rows (the same on every rank): each pool exchanges `slots` x top-k rows with every
@@ -251,10 +247,10 @@ def fixed_exchange(model, slots: int):
             e.capacity = None
 
 
-def max_over_ranks(value: int, device, group=None) -> int:
-    t = torch.tensor([value], device=device)
+def max_over_ranks(values: list[int], device, group=None) -> list[int]:
+    t = torch.tensor(values, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
-    return int(t.item())
+    return t.tolist()
 
 
 def any_rank(flag: bool, device, group=None) -> bool:

@@ -14,10 +14,10 @@ shares its batch; greedy rows give exactly the tokens of `model.generate` on the
 
 Lockstep (`group` set: the ranks of an expert-parallel replica): every rank runs the same collectives in the same
 order whatever its rows hold — a rank with nothing to admit takes part in the prefill's exchanges
-(`expert_parallel.idle_prefill`), and `step()` returns False only once no rank has a live row, a rank without live
-rows meanwhile taking part in each step's exchanges (`idle_decode`). Every rank holds the same number of slots, so
-decode steps exchange fixed-size, padded buffers (`expert_parallel.fixed_exchange`): no host read inside the step,
-which a CUDA graph can then capture.
+(`expert_parallel.idle_prefill`), and `step()` returns False only once no rank has a live row. Every rank holds the
+same slots and capacity (the engine agrees on them per call) and runs its decode step at every lockstep step, live
+rows or not, so decode steps exchange fixed-size, padded buffers (`expert_parallel.fixed_exchange`) with no host read,
+and every rank's step is compiled or captured in a CUDA graph at the same step (capture runs the exchanges too).
 
 Slots and capacity grow on demand (`reserve`; a server's batch starts empty and, with `release_when_idle`, gives its
 KV memory back when the last row leaves); the batch engine reserves exactly what a call needs and keeps it (and a
@@ -147,15 +147,15 @@ class ContinuousBatch:
         live rows (every rank calls `step` until it returns False)."""
         active = self.active
         if self.group is not None:
-            from .expert_parallel import any_rank, fixed_exchange, idle_decode
+            from .expert_parallel import any_rank, fixed_exchange
 
             if not any_rank(bool(active), self.model.device, self.group):
                 return False
             with fixed_exchange(self.model, len(self.rows)):  # every rank holds the same number of slots
-                if not active:
-                    idle_decode(self.model)
-                else:
+                if active:
                     self._decode(active)
+                else:  # nothing live here: the same step (and exchanges) over the idle slots, results unused
+                    self._step(1)
             return True
         if not active:
             return False

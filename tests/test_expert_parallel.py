@@ -75,9 +75,17 @@ def _worker(rank: int, world: int, port: int, ckpt: str, plan: str, out_dir: str
     report["tokens_equal"] = [o.tokens == r.tokens for o, r in zip(ours, ref)]
 
     # scenario 2: rank 0 has nothing to do; rank 1 stops one request early (EOS) while the other goes on
+    # every rank runs its decode step at every lockstep step (same shapes, so graph captures happen together)
+    from ernie_vl.decode_step import DecodeStep
+
+    steps, step_call = [0], DecodeStep.__call__
+    DecodeStep.__call__ = lambda self, n: steps.__setitem__(0, steps[0] + 1) or step_call(self, n)
     mine = [] if rank == 0 else reqs[:2]
     eos = ref[0].tokens[2] if rank == 1 else -1
-    ours2 = Engine(shard, group=dist.group.WORLD).generate(mine, GenerationSettings(max_new_tokens=8, eos_token_id=(eos,)))
+    ours2 = Engine(shard, group=dist.group.WORLD, decode="static").generate(
+        mine, GenerationSettings(max_new_tokens=8, eos_token_id=(eos,)))
+    DecodeStep.__call__ = step_call
+    report["decode_steps_scenario2"] = steps[0]
     ref2 = Engine(full).generate(mine, GenerationSettings(max_new_tokens=8, eos_token_id=(eos,)))
     report["idle_rank_tokens_equal"] = [o.tokens == r.tokens for o, r in zip(ours2, ref2)]
     report["n_scenario2"] = len(mine)
@@ -157,6 +165,7 @@ def test_two_rank_replica_equals_single_process(tiny_dir, tmp_path, plan):
         assert rep["fixed_vs_sized"] <= 1e-5 and rep["fixed_vs_full"] <= 1e-5, rep
         assert rep["fixed_host_reads"] == [], rep
     assert reports[0]["n_scenario2"] == 0 and reports[1]["n_scenario2"] == 2
+    assert reports[0]["decode_steps_scenario2"] == reports[1]["decode_steps_scenario2"] == 7  # the idle rank too
     # each expert lives on exactly one rank
     for pool in ("text", "vision"):
         owned = sorted(reports[0]["local_experts"][pool] + reports[1]["local_experts"][pool])
