@@ -1,5 +1,7 @@
 """The engine's batched generation equals `model.generate` run one request at a time (fp32, greedy)."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -55,8 +57,10 @@ def test_fixed_shape_and_compiled_decode_match_eager(tiny_dir):
     expected = [o.tokens for o in eager.generate(reqs, settings)]
     for mode in ("static", "compile"):
         engine = Engine(model, max_batch_size=3, decode=mode)
-        assert [o.tokens for o in engine.generate(reqs, settings)] == expected, mode
-        assert engine.batch.capacity % 128 == 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # a fallback from torch.compile(fullgraph=True) fails here
+            assert [o.tokens for o in engine.generate(reqs, settings)] == expected, mode
+        assert engine.batch.capacity % 128 == 0 and engine.batch._step.mode == mode
     short = [o.tokens for o in eager.generate(reqs[:3], GenerationSettings(max_new_tokens=3))]
     assert short == [t[:3] for t in expected[:3]]
     assert [o.tokens for o in engine.generate(reqs[:3], GenerationSettings(max_new_tokens=3))] == short
