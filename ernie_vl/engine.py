@@ -6,7 +6,8 @@ waiting requests (longest prompt first) are prefilled together as one left-padde
 the padded prompt tokens stay within `max_batch_tokens`; a sequence that finishes frees its slot at once and the next
 waiting requests are prefilled into it while the others keep decoding. The decode step runs eager on CPU and is
 captured once in a CUDA graph and replayed on CUDA (`decode_step.DecodeStep`); the next requests' images and videos
-are encoded while the current batch decodes (`vision_ahead.VisionAhead`, default on CUDA).
+are encoded while the current batch decodes (`vision_ahead.VisionAhead`, default on CUDA), each distinct medium once
+while it stays in the engine's `FeatureCache` (`reuse`, on by default: benchmarks ask several questions per image).
 
 Expert-parallel ranks (`group` set) admit a call's requests in one prefill and then step in lockstep with the other
 ranks (see `slots`), so every rank runs the same number of prefills and decode steps.
@@ -18,6 +19,7 @@ import time
 
 import torch
 
+from .feature_cache import FeatureCache
 from .generation import Generated, GenerationSettings
 from .inputs import ModelInputs
 from .slots import ContinuousBatch
@@ -54,12 +56,15 @@ class _Request:
 
 class Engine:
     def __init__(self, model, max_batch_size: int = 32, max_batch_tokens: int = 65536, group=None,
-                 decode: str = "auto", vision_ahead: bool | None = None):
+                 decode: str = "auto", vision_ahead: bool | None = None, reuse: bool = True,
+                 feature_cache_bytes: int = 2 << 30):
         """`group`: the process group of an expert-parallel replica (see `expert_parallel`); every rank then calls
         `generate` once per gang step, possibly with no requests, and the ranks advance in lockstep.
         `decode`: how the decode step runs (see `decode_step.DecodeStep`); "auto" = $ERNIE_VL_DECODE if set, else
         "graph" on CUDA and "eager" on CPU. `vision_ahead`: encode the images/videos of the next requests while the
-        current batch decodes; default: on CUDA, where it overlaps."""
+        current batch decodes; default: on CUDA, where it overlaps. `reuse`: keep encoded vision features in a
+        `FeatureCache` of `feature_cache_bytes` across calls, so each distinct medium is encoded once (off: every
+        request's media are encoded)."""
         self.model = model
         self.group = group
         self.max_batch_size = max_batch_size
@@ -68,7 +73,9 @@ class Engine:
                                      release_when_idle=False, group=group)  # kept: its cache and compiled step
         self.decode_mode = self.batch.decode_mode
         self.vision_ahead = model.device.type == "cuda" if vision_ahead is None else vision_ahead
-        self.stats = {"prefill_s": 0.0, "decode_s": 0.0, "decode_steps": 0}  # accumulated over calls
+        self.features = FeatureCache(feature_cache_bytes) if reuse else None
+        self.stats = {"prefill_s": 0.0, "decode_s": 0.0, "decode_steps": 0,  # accumulated over calls
+                      "media_encoded": 0, "media_reused": 0}
 
     def generate(self, requests: list[ModelInputs], settings: GenerationSettings) -> list[Generated]:
         return drain(self.stream(requests, settings))
@@ -106,7 +113,7 @@ class Engine:
             return empty
         batch.reserve(min(self.max_batch_size, n), need)
         waiting = sorted(range(n), key=lambda i: -requests[i].num_prompt_tokens)[::-1]  # pop() = longest first
-        ahead = VisionAhead(self.model, requests) if self.vision_ahead else None
+        encoder = VisionAhead(self.model, requests, self.features, overlap=self.vision_ahead)
         while waiting or batch.active:
             free = len(batch.free)
             if free and waiting:
@@ -116,9 +123,9 @@ class Engine:
                     if admit and cost > budget:
                         break
                     admit.append(waiting.pop())
-                self._admit([rows[i] for i in admit], ahead.take(admit) if ahead is not None else None)
-                if ahead is not None and waiting:
-                    ahead.launch(waiting[::-1][: self.max_batch_size])  # the next to be admitted, while these decode
+                self._admit([rows[i] for i in admit], encoder.take(admit))
+                if self.vision_ahead and waiting:
+                    encoder.launch(waiting[::-1][: self.max_batch_size])  # the next to be admitted, while these decode
                 yield list(emitted)  # the admitted rows' first tokens
                 emitted.clear()
             if batch.active:
@@ -126,6 +133,8 @@ class Engine:
                 if emitted:
                     yield list(emitted)
                     emitted.clear()
+        self.stats["media_encoded"] += encoder.encoded
+        self.stats["media_reused"] += encoder.reused
         return results
 
     def _admit(self, rows: list[_Request], features: dict | None) -> None:

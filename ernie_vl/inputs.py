@@ -23,6 +23,7 @@ differs when a video with T' > max(H', W') ends near the end of the prompt. We f
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -64,7 +65,8 @@ class VisionBatch:
 
     pixels [N, C*14*14]; grid_thw [n, 3] int64 (t, h, w in patches); grids: the same as Python tuples;
     patch_pos [N, 2] (row, col) of every patch row; segments (offset, frames, patches per frame) per item;
-    pair_first / pair_second [M]: merged-row indices of each output token's two frames; tokens [n] per item."""
+    pair_first / pair_second [M]: merged-row indices of each output token's two frames; tokens [n] per item;
+    keys [n]: a content hash per item (kind, grid and the processed pixel rows), the key of `feature_cache`."""
 
     pixels: torch.Tensor
     grid_thw: torch.Tensor
@@ -74,7 +76,10 @@ class VisionBatch:
     pair_first: torch.Tensor
     pair_second: torch.Tensor
     tokens: list[int]
+    keys: list[str]
+    kind: str = "image"
     merge: int = 2
+    temporal: int = 2
 
     @classmethod
     def build(cls, pixels: torch.Tensor, grid_thw, kind: str, merge: int = 2, temporal: int = 2) -> "VisionBatch":
@@ -91,9 +96,10 @@ class VisionBatch:
         if kind == "video" and any(t % temporal for t, _, _ in grids):
             raise ValueError(f"video_grid_thw {[list(g) for g in grids]}: frame counts must be even (pad the last "
                              f"frame)")
-        segments, first, second, tokens, off, row = [], [], [], [], 0, 0
+        segments, first, second, tokens, keys, off, row = [], [], [], [], [], 0, 0
         for t, h, w in grids:
             segments.append((off, t, h * w))
+            keys.append(_content_key(kind, (t, h, w), pixels[off: off + t * h * w]))
             off += t * h * w
             per_frame = h * w // merge**2
             pairs = list(zip(range(0, t, 2), range(1 if t > 1 else 0, t, 2)))  # an image (t = 1): its frame twice
@@ -105,8 +111,14 @@ class VisionBatch:
         empty = torch.zeros(0, dtype=torch.long)
         return cls(
             pixels, grid_thw, grids, vision_patch_positions(grid_thw, merge) if grids else torch.zeros(0, 2, dtype=torch.long),
-            segments, torch.cat(first) if first else empty, torch.cat(second) if second else empty, tokens, merge,
+            segments, torch.cat(first) if first else empty, torch.cat(second) if second else empty, tokens, keys,
+            kind, merge, temporal,
         )
+
+    def select(self, items: list[int]) -> "VisionBatch":
+        """A batch of some of these items, in the order given."""
+        rows = [self.pixels[o: o + t * hw] for o, t, hw in (self.segments[i] for i in items)]
+        return VisionBatch.build(torch.cat(rows), [self.grids[i] for i in items], self.kind, self.merge, self.temporal)
 
     @classmethod
     def cat(cls, parts: list["VisionBatch"]) -> "VisionBatch | None":
@@ -125,7 +137,8 @@ class VisionBatch:
         return cls(
             torch.cat([p.pixels for p in parts]), torch.cat([p.grid_thw for p in parts]),
             [g for p in parts for g in p.grids], torch.cat([p.patch_pos for p in parts]), segs,
-            torch.cat(firsts), torch.cat(seconds), [n for p in parts for n in p.tokens], parts[0].merge,
+            torch.cat(firsts), torch.cat(seconds), [n for p in parts for n in p.tokens],
+            [k for p in parts for k in p.keys], parts[0].kind, parts[0].merge, parts[0].temporal,
         )
 
     @property
@@ -313,6 +326,12 @@ class ModelBatch:
             images=None if self.images is None else self.images.to(device, non_blocking),
             videos=None if self.videos is None else self.videos.to(device, non_blocking),
         )
+
+
+def _content_key(kind: str, grid: tuple[int, int, int], rows: torch.Tensor) -> str:
+    data = rows.detach().cpu().contiguous()
+    digest = hashlib.blake2b(data.view(torch.uint8).numpy().tobytes(), digest_size=16).hexdigest()
+    return f"{kind}:{'x'.join(map(str, grid))}:{data.dtype}:{digest}"
 
 
 def _cat_index(parts: list[torch.Tensor]) -> torch.Tensor:

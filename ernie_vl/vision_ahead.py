@@ -1,36 +1,68 @@
-"""Vision features encoded before their prefill: the engine encodes the images/videos of the requests it will admit
-next while the current batch decodes, and `ContinuousBatch.admit(rows, features)` takes them.
+"""Vision features of the requests a continuous batch will admit, encoded before their prefill (and, with a
+`FeatureCache`, once per distinct medium): `ContinuousBatch.admit(rows, features)` takes them.
 
-On CUDA the encoding runs on a side stream, so the vision tower's matmuls overlap the decode steps' weight reads;
-elsewhere it is the same work done earlier (no overlap). Features are split per request by the token counts the
-processor computed (`VisionBatch.tokens`): nothing is read back from the device.
+`launch(upcoming)` encodes requests ahead: on CUDA on a side stream, so the vision tower's matmuls overlap the decode
+steps' weight reads (elsewhere it is the same work done earlier); `take(admit)` returns the features of a prefill,
+encoding what is missing. With a cache, a medium whose content key (`VisionBatch.keys`) is cached is not encoded
+again, and media repeated within the requests are encoded once. Features are split per request and per medium by the
+token counts the processor computed: nothing is read back from the device.
 """
 
 from __future__ import annotations
 
 import torch
 
+from .feature_cache import FeatureCache
 from .inputs import ModelInputs, VisionBatch
+
+KINDS = ("images", "videos")
 
 
 class VisionAhead:
-    def __init__(self, model, requests: list[ModelInputs]):
-        self.model, self.requests = model, requests
+    def __init__(self, model, requests: list[ModelInputs], cache: FeatureCache | None = None, overlap: bool = True):
+        self.model, self.requests, self.cache = model, requests, cache
         self.feats: dict[int, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
-        self.stream = torch.cuda.Stream(model.device) if model.device.type == "cuda" else None
+        self.stream = torch.cuda.Stream(model.device) if overlap and model.device.type == "cuda" else None
+        self.encoded = self.reused = 0  # media items run through the vision tower / served from the cache
 
     def _encode(self, todo: list[int]) -> None:
         reqs = [self.requests[i] for i in todo]
         parts = {}
-        for kind in ("images", "videos"):
+        for kind in KINDS:
             have = [getattr(r, kind) for r in reqs if getattr(r, kind) is not None]
             if not have:
                 parts[kind] = [None] * len(reqs)
                 continue
-            it = iter(self.model.encode(VisionBatch.cat(have)).split([v.num_tokens for v in have]))
+            per_request = self._features(have)
+            it = iter(per_request)
             parts[kind] = [next(it) if getattr(r, kind) is not None else None for r in reqs]
         for j, i in enumerate(todo):
             self.feats[i] = (parts["images"][j], parts["videos"][j])
+
+    def _features(self, batches: list[VisionBatch]) -> list[torch.Tensor]:
+        """Each batch's features, in item order: one encode of everything (no cache), or of the distinct items
+        that are not cached."""
+        if self.cache is None:
+            self.encoded += sum(len(v.keys) for v in batches)
+            return list(self.model.encode(VisionBatch.cat(batches)).split([v.num_tokens for v in batches]))
+        fresh: dict[str, torch.Tensor] = {}
+        for k in dict.fromkeys(k for v in batches for k in v.keys):  # each distinct key looked up once
+            if (got := self.cache.get(k)) is not None:
+                fresh[k] = got
+        missing: dict[str, VisionBatch] = {}
+        for v in batches:
+            for i, k in enumerate(v.keys):
+                if k not in fresh and k not in missing:
+                    missing[k] = v.select([i])
+        if missing:
+            todo = list(missing.values())
+            for k, f in zip(missing, self.model.encode(VisionBatch.cat(todo)).split([v.num_tokens for v in todo])):
+                fresh[k] = f
+                self.cache.put(k, f)
+        n_items = sum(len(v.keys) for v in batches)
+        self.encoded += len(missing)
+        self.reused += n_items - len(missing)
+        return [torch.cat([fresh[k] for k in v.keys]) for v in batches]
 
     def launch(self, upcoming: list[int]) -> None:
         """Start encoding these requests' vision inputs (those not encoded yet)."""

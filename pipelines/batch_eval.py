@@ -176,7 +176,7 @@ def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: P
             fn_constructor_kwargs=dict(model_path=str(model_path), dtype=dtype, device=plan.device,
                                        torch_threads=plan.torch_threads, expert_shards=cfg.expert_shards,
                                        batch_size=cfg.batch_size, batch_tokens=cfg.batch_tokens,
-                                       generation=cfg.generation()),
+                                       generation=cfg.generation(), reuse=cfg.reuse),
             batch_size=1,  # one pack (a work-sized model batch) per call
             batch_format="pyarrow",
             **replica_ray_args(cfg.max_replica_restarts),

@@ -62,6 +62,7 @@ def cmd_eval(a) -> int:
         batch_tokens=a.batch_tokens,
         max_prompt_tokens=a.max_prompt_tokens,
         expert_shards=a.expert_shards,
+        reuse=not a.no_reuse,
         num_gpus_per_replica=a.gpus_per_replica,
         progress=not a.quiet,
     )
@@ -162,6 +163,8 @@ def add_eval_commands(subparsers) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--dtype", help="model dtype (default: bfloat16 on GPUs, the checkpoint's dtype on CPU)")
     s.add_argument("--expert-shards", type=int, default=1, help="expert-parallel ranks per replica")
+    s.add_argument("--no-reuse", action="store_true",
+                   help="encode every sample's images/videos (default: each distinct medium once per replica)")
     s.add_argument("--gpus-per-replica", type=float, help="GPUs per replica rank (default: 1 if the cluster has GPUs)")
     s.add_argument("--num-cpus", type=int, help="CPUs of a local Ray instance (ignored with RAY_ADDRESS)")
     s.add_argument("--quiet", action="store_true", help="no live progress lines")

@@ -63,6 +63,7 @@ class EvalConfig:
     pack_batches: int = 4  # model batches per replica call (continuous batching refills slots within a call)
     max_prompt_tokens: int | None = None  # longer prompts become error rows (None: the model's position limit)
     expert_shards: int = 1
+    reuse: bool = True  # encoded vision features reused per replica (same outputs, so not fingerprinted)
     preprocess_actors: int | None = None  # most CPU preprocessing actors (None: from the cluster size)
     num_gpus_per_replica: float | None = None  # None: 1 when the cluster has GPUs, else 0
     torch_threads: int | None = None  # CPU replicas only (None: the node's cores / replicas)

@@ -47,7 +47,7 @@ class _GangEngine:
 
 
 def build_replica(model_path: str, *, dtype: str | None, device: str, expert_shards: int = 1,
-                  batch_size: int = 16, batch_tokens: int = 16384):
+                  batch_size: int = 16, batch_tokens: int = 16384, reuse: bool = True):
     """Load the model and wrap it in an `Engine`.
 
     With `expert_shards > 1` the replica is a gang of that many rank actors in one placement group
@@ -72,14 +72,14 @@ def build_replica(model_path: str, *, dtype: str | None, device: str, expert_sha
         )
         return _GangEngine(gang, ModelConfig.from_file(model_path))
     model = load_model(model_path, dtype=dtype, device=device)
-    return Engine(model, max_batch_size=batch_size, max_batch_tokens=batch_tokens)
+    return Engine(model, max_batch_size=batch_size, max_batch_tokens=batch_tokens, reuse=reuse)
 
 
 class ReplicaStage:
     """Ray Data actor: packs → generated rows (see the module docstring)."""
 
     def __init__(self, model_path: str, dtype: str | None, device: str, torch_threads: int, expert_shards: int,
-                 batch_size: int, batch_tokens: int, generation):
+                 batch_size: int, batch_tokens: int, generation, reuse: bool = True):
         # NOTE: Ray Data constructs this class on the actor's main thread but calls it on an executor thread. Two
         # threads running torch ops means two OpenMP thread teams whose idle threads spin against each other; on a
         # machine with few cores that slowed generation by ~1.5x. So every torch call — load, warm-up, generate —
@@ -87,7 +87,7 @@ class ReplicaStage:
         trace("replica", "init_start")
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replica")
         self._thread.submit(self._build, model_path, dtype, device, torch_threads, expert_shards, batch_size,
-                            batch_tokens).result()
+                            batch_tokens, reuse).result()
         from ernie_vl.generation import GenerationSettings
 
         # the job's settings over the checkpoint's EOS and pad ids
@@ -98,7 +98,7 @@ class ReplicaStage:
         self._thread.submit(self.warm_up).result()
         trace("replica", "ready")
 
-    def _build(self, model_path, dtype, device, torch_threads, expert_shards, batch_size, batch_tokens) -> None:
+    def _build(self, model_path, dtype, device, torch_threads, expert_shards, batch_size, batch_tokens, reuse) -> None:
         import torch
 
         if device == "cpu":
@@ -106,7 +106,7 @@ class ReplicaStage:
         elif device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("this replica was given a GPU by Ray but torch sees no CUDA device")
         self.engine = build_replica(model_path, dtype=dtype, device=device, expert_shards=expert_shards,
-                                              batch_size=batch_size, batch_tokens=batch_tokens)
+                                    batch_size=batch_size, batch_tokens=batch_tokens, reuse=reuse)
 
     def warm_up(self) -> None:
         """Run one tiny image + text request so first-call costs (allocator, kernel selection, lazy buffers) are paid

@@ -88,18 +88,58 @@ def test_vision_encoded_ahead_gives_the_same_tokens(tiny_dir):
     reqs.append(ModelInputs.build(torch.cat([reqs[1].input_ids, vid]), c, reqs[1].images.pixels,
                                   reqs[1].images.grid_thw, vpix, torch.tensor([[2, 4, 4]])))
     settings = GenerationSettings(max_new_tokens=6)
-    plain = Engine(model, max_batch_size=2, vision_ahead=False).generate(reqs, settings)
-    ahead = Engine(model, max_batch_size=2, vision_ahead=True)
-    calls = []
-    orig = model.encode
-    model.encode = lambda v: calls.append(len(v.grids)) or orig(v)
-    try:
-        out = ahead.generate(reqs, settings)
-    finally:
-        del model.encode
-    assert [o.tokens for o in out] == [o.tokens for o in plain]
+    plain = Engine(model, max_batch_size=2, vision_ahead=False, reuse=False).generate(reqs, settings)
     n_media = sum((r.images is not None) + (r.videos is not None) for r in reqs)
-    assert len(calls) < n_media and sum(calls) == n_media  # every medium encoded once, in groups, ahead
+    for reuse, encoded in ((False, n_media), (True, n_media - 2)):  # the last request repeats an image and a video
+        ahead = Engine(model, max_batch_size=2, vision_ahead=True, reuse=reuse)
+        calls = []
+        orig = model.encode
+        model.encode = lambda v: calls.append(len(v.grids)) or orig(v)
+        try:
+            out = ahead.generate(reqs, settings)
+        finally:
+            del model.encode
+        assert [o.tokens for o in out] == [o.tokens for o in plain], reuse
+        assert len(calls) < encoded and sum(calls) == encoded, (reuse, calls)  # in groups, ahead
+        assert (ahead.stats["media_encoded"], ahead.stats["media_reused"]) == (encoded, n_media - encoded)
+
+
+def test_each_medium_is_encoded_once_across_calls(tiny_dir):
+    """Several questions about one image (same pixels, different files or calls): the vision tower runs once for it,
+    later requests and later calls take its features from the cache, and the tokens equal those without reuse;
+    different pixels are a different medium."""
+    model = ernie_vl.load_model(tiny_dir)
+    c = model.config
+    g = torch.Generator().manual_seed(6)
+    pix = torch.randn(16, 588, generator=g)
+    img = [c.image_start_token_id] + [c.image_token_id] * 4 + [c.image_end_token_id]
+    questions = [ModelInputs.build(torch.tensor([*img, *torch.randint(20, 500, (n,), generator=g).tolist()]), c,
+                                   pix.clone(), torch.tensor([[1, 4, 4]])) for n in (3, 7, 5)]
+    other = ModelInputs.build(torch.tensor([*img, 40, 41]), c, pix + 1e-3, torch.tensor([[1, 4, 4]]))
+    settings = GenerationSettings(max_new_tokens=5)
+    expected = [o.tokens for o in Engine(model, reuse=False).generate(questions + [other], settings)]
+    engine = Engine(model, max_batch_size=2)
+    assert [o.tokens for o in engine.generate(questions, settings)] == expected[:3]
+    assert (engine.stats["media_encoded"], engine.stats["media_reused"]) == (1, 2)
+    assert [o.tokens for o in engine.generate(questions[:1] + [other], settings)] == [expected[0], expected[3]]
+    assert (engine.stats["media_encoded"], engine.stats["media_reused"]) == (2, 3)
+    # cache look-ups: call 1 misses the image once (its repeats in the same prefill share that encode) and hits it
+    # for the later-admitted third question; call 2 hits it and misses the other image
+    assert (engine.features.hits, engine.features.misses, len(engine.features)) == (2, 2, 2)
+
+
+def test_feature_cache_is_bounded_in_bytes_and_evicts_least_recently_used():
+    from ernie_vl.feature_cache import FeatureCache
+
+    cache = FeatureCache(max_bytes=3 * 400)  # three entries of 100 float32
+    for k in "abc":
+        cache.put(k, torch.zeros(100))
+    assert cache.get("a") is not None  # a is now the most recently used
+    cache.put("d", torch.zeros(100))
+    assert "b" not in cache and all(k in cache for k in "acd") and cache.bytes == 1200
+    cache.put("huge", torch.zeros(1000))  # larger than the whole budget: not kept, nothing evicted
+    assert "huge" not in cache and len(cache) == 3
+    assert cache.get("b") is None and (cache.hits, cache.misses) == (1, 1)
 
 
 def test_failed_compilation_falls_back_to_the_same_step(tiny_dir):

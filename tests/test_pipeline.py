@@ -159,7 +159,7 @@ def test_predictions_identical_to_the_engine_run_directly(demo_run):
                                          tokenize=True, return_dict=True, return_tensors="pt", **kw)
             reqs.append(ModelInputs.build(o["input_ids"][0], proc.media_tokens, o.get("pixel_values"),
                                           o.get("image_grid_thw"), o.get("pixel_values_videos"), o.get("video_grid_thw")))
-        engine = Engine(model, max_batch_size=16, max_batch_tokens=16384)
+        engine = Engine(model, max_batch_size=16, max_batch_tokens=16384, reuse=False)  # the pipeline reuses
         eos = json.loads((path / "generation_config.json").read_text())["eos_token_id"]
         gens = engine.generate(reqs, GenerationSettings(max_new_tokens=32, eos_token_id=tuple(eos)))
     finally:
