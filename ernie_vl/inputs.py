@@ -191,6 +191,28 @@ class ModelInputs:
     def num_prompt_tokens(self) -> int:
         return int(self.input_ids.numel())
 
+    def media_bounds(self) -> list[tuple[int, int, str]]:
+        """(start, end, content key) of every medium's placeholder run, in sequence order."""
+        out = []
+        for spans, batch in ((self.image_spans, self.images), (self.video_spans, self.videos)):
+            out += [(a, b, k) for (a, b), k in zip(spans, batch.keys if batch is not None else [])]
+        return sorted(out)
+
+    def slice(self, a: int, b: int) -> "ModelInputs":
+        """Tokens [a, b) with their positions (those of the whole sequence) and the media inside; no medium's
+        placeholder run may cross a or b."""
+        for s, e, _ in self.media_bounds():
+            if s < a < e or s < b < e:
+                raise ValueError(f"slice [{a}, {b}) cuts the placeholder run [{s}, {e}) of a medium")
+        vis = self.moe_vision[(self.moe_vision >= a) & (self.moe_vision < b)] - a
+        parts = {}
+        for name, spans, batch in (("image", self.image_spans, self.images), ("video", self.video_spans, self.videos)):
+            keep = [i for i, (s, e) in enumerate(spans) if a <= s and e <= b]
+            parts[name] = ([(s - a, e - a) for s, e in (spans[i] for i in keep)],
+                           batch.select(keep) if batch is not None and keep else None)
+        return ModelInputs(self.input_ids[a:b], self.position_ids[:, a:b], vis, parts["image"][0],
+                           parts["video"][0], parts["image"][1], parts["video"][1])
+
     @property
     def num_visual_tokens(self) -> int:
         return sum(b - a for a, b in self.image_spans + self.video_spans)

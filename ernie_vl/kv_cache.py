@@ -40,8 +40,9 @@ class KVCache:
         self.k_LBGCD = self.k_LBGCD[:, rows]
         self.v_LBGCD = self.v_LBGCD[:, rows]
 
-    def load_rows(self, slots: list[int], src: "KVCache", src_rows: list[int], spans: list[tuple[int, int]]) -> None:
-        """Copy the cached tokens `src[row, :, a:b]` of other caches' rows into `slots`, starting at position 0."""
+    def load_rows(self, slots: list[int], src: "KVCache", src_rows: list[int], spans: list[tuple[int, int]],
+                  at: int = 0) -> None:
+        """Copy the cached tokens `src[row, :, a:b]` of other caches' rows into `slots`, starting at position `at`."""
         for slot, row, (a, b) in zip(slots, src_rows, spans):
-            self.k_LBGCD[:, slot, :, : b - a] = src.k_LBGCD[:, row, :, a:b]
-            self.v_LBGCD[:, slot, :, : b - a] = src.v_LBGCD[:, row, :, a:b]
+            self.k_LBGCD[:, slot, :, at: at + b - a] = src.k_LBGCD[:, row, :, a:b]
+            self.v_LBGCD[:, slot, :, at: at + b - a] = src.v_LBGCD[:, row, :, a:b]

@@ -93,11 +93,12 @@ class ErnieVLForConditionalGeneration(nn.Module):
         image_features: torch.Tensor | None = None,
         video_features: torch.Tensor | None = None,
     ) -> CausalLMOutput:
-        """Run a left-padded prompt batch from an empty `cache` (or none); logits of the last `logits_to_keep`
-        positions (0: all). `image_features` / `video_features`: encoded beforehand (else encoded here)."""
+        """Run a left-padded prompt batch; logits of the last `logits_to_keep` positions (0: all).
+        `image_features` / `video_features`: encoded beforehand (else encoded here). A `cache` that already holds
+        `cache.length` tokens in every row (a shared prompt prefix, no padding) is continued: the batch is then the
+        rest of each prompt, its positions those of the full sequences."""
         B, S = batch.shape
-        if cache is not None and cache.length:
-            raise ValueError(f"prefill needs an empty cache, this one holds {cache.length} tokens")
+        start = cache.length if cache is not None else 0
         dev = self.device
         b = batch.to(dev, non_blocking=True)
         if image_features is None and b.images is not None:
@@ -111,8 +112,12 @@ class ErnieVLForConditionalGeneration(nn.Module):
             if index.numel():
                 h_TD = h_TD.index_copy(0, index, feats.to(h_TD.dtype))
         cos, sin = text_cos_sin(b.position_ids, self.inv_freq, self.config.text.mrope_section)
-        mask = causal_padding_mask(b.attention_mask, 0, S)
-        h = self.model.language_model(h_TD.view(B, S, -1), cos, sin, mask, cache, 0, (b.text_index, b.vision_index))
+        keys_BL = b.attention_mask
+        if start:
+            keys_BL = torch.cat([torch.ones(B, start, dtype=keys_BL.dtype, device=dev), keys_BL], dim=1)
+        mask = causal_padding_mask(keys_BL, start, S)
+        h = self.model.language_model(h_TD.view(B, S, -1), cos, sin, mask, cache, start,
+                                      (b.text_index, b.vision_index))
         if cache is not None:
             cache.advance(S)
         if logits_to_keep:

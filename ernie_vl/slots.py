@@ -34,6 +34,7 @@ import torch
 from .decode_step import DecodeStep, compile_decode, resolve_decode_mode
 from .generation import GenerationSettings, finish_reason
 from .inputs import ModelBatch, ModelInputs
+from .prefix import group_by_prefix
 from .sampling import sample_next
 
 _BUCKET = 128  # fixed-shape steps round the cache capacity up to a multiple of this (fewer captures/compilations)
@@ -63,11 +64,14 @@ class ContinuousBatch:
     `max_slots` / `max_batch_tokens`: the bounds `fits` applies for callers that admit rows as they come (the
     server). `exact`: `reserve` makes exactly the slots asked for (the batch engine: no idle slot is computed)
     instead of powers of two. `release_when_idle`: drop the cache when the last row leaves. `group`: the process
-    group of an expert-parallel replica (lockstep, see the module docstring)."""
+    group of an expert-parallel replica (lockstep, see the module docstring). `min_prefix`: rows admitted together
+    that share at least this many prompt tokens (media included, `prefix.shared_prefix`) prefill them once (0: off)."""
 
     def __init__(self, model, max_slots: int = 32, max_batch_tokens: int = 16384, decode: str = "auto",
-                 exact: bool = False, release_when_idle: bool = True, group=None):
+                 exact: bool = False, release_when_idle: bool = True, group=None, min_prefix: int = 0):
         self.model = model
+        self.min_prefix = min_prefix
+        self.stats = {"prompt_tokens": 0, "prefix_tokens_reused": 0}  # prompt tokens admitted / not recomputed
         self.max_slots = max_slots
         self.max_batch_tokens = max_batch_tokens
         self.decode_mode = resolve_decode_mode(decode, model.device)
@@ -110,10 +114,11 @@ class ContinuousBatch:
 
     # ------------------------------------------------------------------------------------------- admission
     @torch.inference_mode()
-    def admit(self, rows: list[Row], features: dict | None = None) -> None:
-        """Prefill `rows` together into free slots; their first tokens go to the callbacks. `features`: their
-        `image_features` / `video_features` when encoded beforehand (`vision_ahead.VisionAhead`). In lockstep every
-        rank calls it, with or without rows."""
+    def admit(self, rows: list[Row], features: list | None = None) -> None:
+        """Prefill `rows` into free slots; their first tokens go to the callbacks. `features`: per row, its
+        (image features, video features) when encoded beforehand (`vision_ahead.VisionAhead`). Rows sharing a prompt
+        prefix (`min_prefix`) prefill it once; the others are prefilled together as one left-padded batch. In lockstep
+        every rank calls it, with or without rows."""
         if not rows:
             if self.group is not None:
                 from .expert_parallel import idle_prefill
@@ -124,21 +129,65 @@ class ContinuousBatch:
         self.reserve(max(len(self.rows), len(self.active) + len(rows)), max(self.need(r) for r in rows))
         slots = self.free[: len(rows)]
         model, st = self.model, self._step
-        batch = ModelBatch.collate([r.inputs for r in rows], rows[0].settings.pad_token_id)
-        S = batch.shape[1]
-        tmp = model.new_cache(len(rows), S)
-        out = model.prefill(batch, tmp, logits_to_keep=1, **(features or {}))
-        st.cache.load_rows(slots, tmp, list(range(len(rows))), [(S - n, S) for n in batch.lengths])
+        pad = rows[0].settings.pad_token_id
+        items = [r.inputs for r in rows]
+        feats = features or [None] * len(rows)
+        groups = (group_by_prefix(items, self.min_prefix) if self.min_prefix and self.group is None
+                  else [(0, list(range(len(rows))))])
+        plain = [i for p, g in groups if not p for i in g]
+        order = plain + [i for p, g in groups if p for i in g]  # the order the logits come in
+        logits = []
+        if plain:  # one left-padded batch
+            batch = ModelBatch.collate([items[i] for i in plain], pad)
+            S = batch.shape[1]
+            tmp = model.new_cache(len(plain), S)
+            out = model.prefill(batch, tmp, logits_to_keep=1, **_joined([feats[i] for i in plain]))
+            st.cache.load_rows([slots[i] for i in plain], tmp, list(range(len(plain))), [(S - n, S) for n in batch.lengths])
+            self._place([slots[i] for i in plain], batch.next_positions)
+            logits.append(out.logits[:, -1])
+        for p, g in groups:
+            if p:
+                logits.append(self._prefill_shared(p, [items[i] for i in g], [feats[i] for i in g],
+                                                   [slots[i] for i in g], pad))
+        self.stats["prompt_tokens"] += sum(x.num_prompt_tokens for x in items)
+        slots = [slots[i] for i in order]
+        rows = [rows[i] for i in order]
         idx = torch.tensor(slots, device=model.device)
-        st.lengths[idx] = torch.tensor(batch.lengths, device=model.device)
-        st.positions[:, idx] = batch.next_positions.to(model.device)[:, :, None]
-        for slot, row, n in zip(slots, rows, batch.lengths):
+        st.lengths[idx] = torch.tensor([r.inputs.num_prompt_tokens for r in rows], device=model.device)
+        for slot, row, n in zip(slots, rows, [r.inputs.num_prompt_tokens for r in rows]):
             self.rows[slot] = row
             self.counts[slot] = 0
             self.lens[slot] = n
             self.gens[slot] = (torch.Generator(device=model.device).manual_seed(row.settings.seed)
                                if row.settings.samples else None)
-        self._record(slots, idx, out.logits[:, -1])
+        self._record(slots, idx, torch.cat(logits))
+
+    def _place(self, slots: list[int], next_positions_3B: torch.Tensor) -> None:
+        self._step.positions[:, torch.tensor(slots, device=self.model.device)] = (
+            next_positions_3B.to(self.model.device)[:, :, None])
+
+    def _prefill_shared(self, p: int, items: list[ModelInputs], feats: list, slots: list[int], pad: int
+                        ) -> torch.Tensor:
+        """Prefill the first `p` tokens (shared by every item) once, then the items' own suffixes as one left-padded
+        batch continuing from copies of that prefix; move each sequence into its slot. Next-token logits [n, V]."""
+        model, n = self.model, len(items)
+        head = items[0].slice(0, p)
+        pre = model.new_cache(1, p)
+        model.prefill(ModelBatch.collate([head], pad), pre, logits_to_keep=1, **_joined([_part(feats[0], items[0], 0, p)]))
+        tails = [x.slice(p, x.num_prompt_tokens) for x in items]
+        batch = ModelBatch.collate(tails, pad)
+        S = batch.shape[1]
+        tmp = model.new_cache(n, p + S)
+        tmp.load_rows(list(range(n)), pre, [0] * n, [(0, p)] * n)
+        tmp.length = p
+        out = model.prefill(batch, tmp, logits_to_keep=1,
+                            **_joined([_part(f, x, p, x.num_prompt_tokens) for f, x in zip(feats, items)]))
+        cache = self._step.cache
+        cache.load_rows(slots, tmp, list(range(n)), [(0, p)] * n)
+        cache.load_rows(slots, tmp, list(range(n)), [(p + S - m, p + S) for m in batch.lengths], at=p)
+        self._place(slots, batch.next_positions)
+        self.stats["prefix_tokens_reused"] += p * (n - 1)
+        return out.logits[:, -1]
 
     # ------------------------------------------------------------------------------------------- decoding
     @torch.inference_mode()
@@ -243,3 +292,28 @@ class ContinuousBatch:
         self.counts += [0] * grow
         self.lens += [0] * grow
         self.gens += [None] * grow
+
+
+def _joined(per_row: list) -> dict:
+    """Per-row (image features, video features) -> the prefill's `image_features` / `video_features` (row order)."""
+    out = {}
+    for k, name in enumerate(("image_features", "video_features")):
+        got = [f[k] for f in per_row if f is not None and f[k] is not None]
+        if got:
+            out[name] = torch.cat(got)
+    return out
+
+
+def _part(feats, x: ModelInputs, a: int, b: int):
+    """Of a row's (image features, video features), those of the media inside its tokens [a, b)."""
+    if feats is None:
+        return None
+    out = []
+    for k, (spans, batch) in enumerate(((x.image_spans, x.images), (x.video_spans, x.videos))):
+        keep = [i for i, (s, e) in enumerate(spans) if a <= s and e <= b]
+        if feats[k] is None or batch is None or not keep:
+            out.append(None)
+            continue
+        start = sum(batch.tokens[: keep[0]])
+        out.append(feats[k][start: start + sum(batch.tokens[i] for i in keep)])
+    return tuple(out)

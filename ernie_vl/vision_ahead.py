@@ -77,18 +77,13 @@ class VisionAhead:
         with torch.cuda.stream(self.stream):
             self._encode(todo)
 
-    def take(self, admit: list[int]) -> dict:
-        """`image_features` / `video_features` for a prefill of `admit` (in order), encoding what is missing."""
+    def take(self, admit: list[int]) -> list[tuple[torch.Tensor | None, torch.Tensor | None]]:
+        """Per request of `admit` (in order): its (image features, video features), encoding what is missing."""
         self.launch(admit)
-        feats = [self.feats.pop(i) for i in admit if i in self.feats]
+        feats = [self.feats.pop(i, (None, None)) for i in admit]
         if self.stream is not None:
             main = torch.cuda.current_stream()
             main.wait_stream(self.stream)
             for f in (t for pair in feats for t in pair if t is not None):
                 f.record_stream(main)  # made on the side stream, read on this one
-        out = {}
-        for k, name in enumerate(("image_features", "video_features")):
-            got = [pair[k] for pair in feats if pair[k] is not None]
-            if got:
-                out[name] = torch.cat(got)
-        return out
+        return feats

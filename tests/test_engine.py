@@ -9,7 +9,7 @@ import ernie_vl
 from ernie_vl.engine import Engine
 from ernie_vl.generation import GenerationSettings
 from ernie_vl.inputs import ModelBatch, ModelInputs
-from model_support import requests_for
+from model_support import requests_for, rotations_for
 
 
 def _hf(r):
@@ -184,3 +184,60 @@ def test_stream_yields_each_step_then_the_results(tiny_dir):
     assert joined == [g.tokens for g in results] == [g.tokens for g in Engine(model).generate(reqs, settings)]
     assert len(events) == max(len(g.tokens) for g in results) == 7
     assert len(results[1].tokens) <= 3 and results[1].finish_reason == "stop"
+
+
+def test_shared_prompt_prefixes_are_prefilled_once_with_the_same_tokens(tiny_dir):
+    """Rotations of a question share image + hint + question: that prefix is prefilled once per question and each
+    rotation's own options continue from it; greedy tokens equal the run without reuse (float32, CPU)."""
+    model = ernie_vl.load_model(tiny_dir)
+    reqs = rotations_for(model, torch.Generator().manual_seed(7))
+    settings = GenerationSettings(max_new_tokens=8)
+    expected = [o.tokens for o in Engine(model, reuse=False).generate(reqs, settings)]
+    engine = Engine(model, max_batch_size=8, min_prefix=16)
+    assert [o.tokens for o in engine.generate(reqs, settings)] == expected
+    shared = 2 + 6 + 40  # hint, image (start, 4 placeholders, end), question: the options differ from there on
+    assert engine.stats["prefix_tokens_reused"] == 2 * shared * 3  # two questions, three rotations reuse each
+    assert engine.stats["media_encoded"] == 2 and engine.stats["media_reused"] == 6
+    few_slots = Engine(model, max_batch_size=3, min_prefix=16)  # groups split over admissions: still exact
+    assert [o.tokens for o in few_slots.generate(reqs, settings)] == expected
+    assert 0 < few_slots.stats["prefix_tokens_reused"] < engine.stats["prefix_tokens_reused"]
+
+
+def test_shared_prefix_stops_at_other_pixels_and_at_media_boundaries(tiny_dir):
+    from ernie_vl.prefix import shared_prefix
+
+    model = ernie_vl.load_model(tiny_dir)
+    c = model.config
+    img = [c.image_start_token_id] + [c.image_token_id] * 4 + [c.image_end_token_id]
+    pix = torch.randn(16, 588)
+
+    def build(tail, pixels=pix):
+        return ModelInputs.build(torch.tensor([7, 8, *img, 30, 31, *tail]), c, pixels, torch.tensor([[1, 4, 4]]))
+
+    assert shared_prefix(build([40, 41]), build([40, 42])) == 11  # up to the first differing token
+    assert shared_prefix(build([40, 41]), build([40, 41])) == 11  # each keeps its last token
+    assert shared_prefix(build([40]), build([40], pix + 1)) == 3  # same placeholders, other pixels: before the image
+
+
+def test_shared_prefix_with_media_in_the_suffixes(tiny_dir):
+    """A shared first image and text, then each request's own image and video: the suffix prefills get their own
+    media's features (encoded ahead and cached, or by the prefill itself) and the tokens equal the run without reuse."""
+    model = ernie_vl.load_model(tiny_dir)
+    c = model.config
+    g = torch.Generator().manual_seed(8)
+    img = [c.image_start_token_id] + [c.image_token_id] * 4 + [c.image_end_token_id]
+    vid = [c.video_start_token_id] + [c.video_token_id] * 4 + [c.video_end_token_id]
+    first = torch.randn(16, 588, generator=g)
+    text = torch.randint(20, 500, (20,), generator=g).tolist()
+    reqs = []
+    for i in range(3):
+        own = torch.randn(16, 588, generator=g)
+        ids = [5, *img, *text, 60 + i, *img, 70, *vid, 71, 72]
+        reqs.append(ModelInputs.build(torch.tensor(ids), c, torch.cat([first, own]), torch.tensor([[1, 4, 4]] * 2),
+                                      torch.randn(32, 588, generator=g), torch.tensor([[2, 4, 4]])))
+    settings = GenerationSettings(max_new_tokens=6)
+    expected = [o.tokens for o in Engine(model, reuse=False).generate(reqs, settings)]
+    for ahead in (False, True):
+        engine = Engine(model, min_prefix=16, vision_ahead=ahead)
+        assert [o.tokens for o in engine.generate(reqs, settings)] == expected, ahead
+        assert engine.stats["prefix_tokens_reused"] == 2 * (1 + 6 + 20)

@@ -3,7 +3,7 @@ its own settings, and give the batch engine's tokens; plus its bookkeeping (admi
 
 import torch
 
-from model_support import requests_for
+from model_support import requests_for, rotations_for
 
 
 class _Row:
@@ -16,12 +16,12 @@ class _Row:
         return False
 
 
-def _decode(model, reqs, params, max_slots=32, arrive_every=0):
+def _decode(model, reqs, params, max_slots=32, arrive_every=0, min_prefix=0):
     """Drive the server's continuous batch like the decode thread; with `arrive_every` k, request i arrives at
     step i*k."""
     from ernie_vl.slots import ContinuousBatch
 
-    dec = ContinuousBatch(model, max_slots=max_slots)
+    dec = ContinuousBatch(model, max_slots=max_slots, min_prefix=min_prefix)
     rows = [_Row(r, p) for r, p in zip(reqs, params)]
     waiting, step = list(rows), 0
     while waiting or dec.active:
@@ -125,3 +125,15 @@ def test_each_row_stops_at_its_own_eos(tiny_dir):
     tokens, finish = _decode(model, reqs, [GenerationSettings(8, eos_token_id=(stop,)), GenerationSettings(8)])
     cut = free[0].index(stop) + 1
     assert tokens == [free[0][:cut], free[0]] and finish == ["stop", "length"]
+
+
+def test_rows_sharing_a_prefix_without_preencoded_features(tiny_dir):
+    """The continuous batch's shared-prefix prefill when the prefill encodes the media itself (no features handed
+    in, as the server admits rows): tokens equal those without prefix sharing."""
+    import ernie_vl
+    from ernie_vl.generation import GenerationSettings
+
+    model = ernie_vl.load_model(tiny_dir)
+    reqs = rotations_for(model, torch.Generator().manual_seed(9), n_questions=1, n_rotations=3)
+    s = [GenerationSettings(6)] * len(reqs)
+    assert _decode(model, reqs, s, min_prefix=16) == _decode(model, reqs, s)
