@@ -45,13 +45,14 @@ class _Request:
         self.i, self.inputs, self.settings, self.results, self.emitted = i, inputs, settings, results, emitted
         self.tokens: list[int] = []
         self.t0 = time.perf_counter()
+        self.reused_tokens = self.reused_media = 0
 
     def on_token(self, token: int, finish: str | None) -> bool:
         self.tokens.append(token)
         self.emitted.append((self.i, token))
         if finish is not None:
             self.results[self.i] = Generated(self.tokens, finish, self.inputs.num_prompt_tokens,
-                                             time.perf_counter() - self.t0)
+                                             time.perf_counter() - self.t0, self.reused_tokens, self.reused_media)
         return False
 
 
@@ -130,7 +131,10 @@ class Engine:
                     if admit and cost > budget:
                         break
                     admit.append(waiting.pop())
-                self._admit([rows[i] for i in admit], encoder.take(admit))
+                features = encoder.take(admit)
+                for i in admit:
+                    rows[i].reused_media = encoder.reused_by_request.get(i, 0)
+                self._admit([rows[i] for i in admit], features)
                 if self.vision_ahead and waiting:
                     encoder.launch(waiting[::-1][: self.max_batch_size])  # the next to be admitted, while these decode
                 yield list(emitted)  # the admitted rows' first tokens
@@ -145,9 +149,12 @@ class Engine:
         self.stats.update(batch.stats)
         return results
 
-    def _admit(self, rows: list[_Request], features: dict | None) -> None:
+    def _admit(self, rows: list[_Request], features: list | None) -> None:
         t0 = time.perf_counter()
-        self.batch.admit(rows, features)
+        for row, n in zip(rows, self.batch.admit(rows, features)):
+            row.reused_tokens = n
+            if row.results[row.i] is not None:  # finished with its first token, inside `admit`
+                row.results[row.i].reused_prompt_tokens = n
         self.stats["prefill_s"] += time.perf_counter() - t0  # the first tokens were read: work is done
 
     def _step(self) -> bool:

@@ -67,6 +67,8 @@ class Generated:
     finish_reason: str  # "stop" | "length"
     prompt_tokens: int
     latency_s: float
+    reused_prompt_tokens: int = 0  # prompt tokens prefilled once for several requests and not again for this one
+    reused_media: int = 0  # images/videos whose features were not encoded for this request
 
 
 def finish_reason(token: int, n_tokens: int, settings: GenerationSettings) -> str | None:

@@ -114,17 +114,18 @@ class ContinuousBatch:
 
     # ------------------------------------------------------------------------------------------- admission
     @torch.inference_mode()
-    def admit(self, rows: list[Row], features: list | None = None) -> None:
+    def admit(self, rows: list[Row], features: list | None = None) -> list[int]:
         """Prefill `rows` into free slots; their first tokens go to the callbacks. `features`: per row, its
         (image features, video features) when encoded beforehand (`vision_ahead.VisionAhead`). Rows sharing a prompt
         prefix (`min_prefix`) prefill it once; the others are prefilled together as one left-padded batch. In lockstep
-        every rank calls it, with or without rows."""
+        every rank calls it, with or without rows. Returns, per row, the prompt tokens it took from a prefix another
+        row computed."""
         if not rows:
             if self.group is not None:
                 from .expert_parallel import idle_prefill
 
                 idle_prefill(self.model)
-            return
+            return []
         # never fewer slots than there are: the engine sized the batch for the call (in lockstep: the same on all ranks)
         self.reserve(max(len(self.rows), len(self.active) + len(rows)), max(self.need(r) for r in rows))
         slots = self.free[: len(rows)]
@@ -145,10 +146,13 @@ class ContinuousBatch:
             st.cache.load_rows([slots[i] for i in plain], tmp, list(range(len(plain))), [(S - n, S) for n in batch.lengths])
             self._place([slots[i] for i in plain], batch.next_positions)
             logits.append(out.logits[:, -1])
+        reused = [0] * len(rows)
         for p, g in groups:
             if p:
                 logits.append(self._prefill_shared(p, [items[i] for i in g], [feats[i] for i in g],
                                                    [slots[i] for i in g], pad))
+                for i in g[1:]:  # the first row of a group computed the prefix
+                    reused[i] = p
         self.stats["prompt_tokens"] += sum(x.num_prompt_tokens for x in items)
         slots = [slots[i] for i in order]
         rows = [rows[i] for i in order]
@@ -161,6 +165,7 @@ class ContinuousBatch:
             self.gens[slot] = (torch.Generator(device=model.device).manual_seed(row.settings.seed)
                                if row.settings.samples else None)
         self._record(slots, idx, torch.cat(logits))
+        return reused
 
     def _place(self, slots: list[int], next_positions_3B: torch.Tensor) -> None:
         self._step.positions[:, torch.tensor(slots, device=self.model.device)] = (

@@ -24,6 +24,7 @@ class VisionAhead:
         self.feats: dict[int, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
         self.stream = torch.cuda.Stream(model.device) if overlap and model.device.type == "cuda" else None
         self.encoded = self.reused = 0  # media items run through the vision tower / served from the cache
+        self.reused_by_request: dict[int, int] = {}  # request index -> its media items not encoded for it
 
     def _encode(self, todo: list[int]) -> None:
         reqs = [self.requests[i] for i in todo]
@@ -33,18 +34,23 @@ class VisionAhead:
             if not have:
                 parts[kind] = [None] * len(reqs)
                 continue
-            per_request = self._features(have)
-            it = iter(per_request)
+            per_request, reused = self._features(have)
+            it, jt = iter(per_request), iter(reused)
             parts[kind] = [next(it) if getattr(r, kind) is not None else None for r in reqs]
+            for i, r in zip(todo, reqs):
+                if getattr(r, kind) is not None:
+                    self.reused_by_request[i] = self.reused_by_request.get(i, 0) + next(jt)
         for j, i in enumerate(todo):
             self.feats[i] = (parts["images"][j], parts["videos"][j])
 
-    def _features(self, batches: list[VisionBatch]) -> list[torch.Tensor]:
-        """Each batch's features, in item order: one encode of everything (no cache), or of the distinct items
-        that are not cached."""
+    def _features(self, batches: list[VisionBatch]) -> tuple[list[torch.Tensor], list[int]]:
+        """Each batch's features, in item order, and how many of its items were not encoded for it: one encode of
+        everything (no cache), or of the distinct items that are not cached (encoded for the first batch that has
+        them)."""
         if self.cache is None:
             self.encoded += sum(len(v.keys) for v in batches)
-            return list(self.model.encode(VisionBatch.cat(batches)).split([v.num_tokens for v in batches]))
+            feats = self.model.encode(VisionBatch.cat(batches)).split([v.num_tokens for v in batches])
+            return list(feats), [0] * len(batches)
         fresh: dict[str, torch.Tensor] = {}
         for k in dict.fromkeys(k for v in batches for k in v.keys):  # each distinct key looked up once
             if (got := self.cache.get(k)) is not None:
@@ -59,10 +65,14 @@ class VisionAhead:
             for k, f in zip(missing, self.model.encode(VisionBatch.cat(todo)).split([v.num_tokens for v in todo])):
                 fresh[k] = f
                 self.cache.put(k, f)
-        n_items = sum(len(v.keys) for v in batches)
+        reused, owned = [], set()
+        for v in batches:
+            mine = [k for k in v.keys if k in missing and k not in owned]
+            owned.update(mine)
+            reused.append(len(v.keys) - len(mine))
         self.encoded += len(missing)
-        self.reused += n_items - len(missing)
-        return [torch.cat([fresh[k] for k in v.keys]) for v in batches]
+        self.reused += sum(reused)
+        return [torch.cat([fresh[k] for k in v.keys]) for v in batches], reused
 
     def launch(self, upcoming: list[int]) -> None:
         """Start encoding these requests' vision inputs (those not encoded yet)."""

@@ -194,10 +194,15 @@ def test_shared_prompt_prefixes_are_prefilled_once_with_the_same_tokens(tiny_dir
     settings = GenerationSettings(max_new_tokens=8)
     expected = [o.tokens for o in Engine(model, reuse=False).generate(reqs, settings)]
     engine = Engine(model, max_batch_size=8, min_prefix=16)
-    assert [o.tokens for o in engine.generate(reqs, settings)] == expected
+    out = engine.generate(reqs, settings)
+    assert [o.tokens for o in out] == expected
     shared = 2 + 6 + 40  # hint, image (start, 4 placeholders, end), question: the options differ from there on
     assert engine.stats["prefix_tokens_reused"] == 2 * shared * 3  # two questions, three rotations reuse each
     assert engine.stats["media_encoded"] == 2 and engine.stats["media_reused"] == 6
+    assert sorted(o.reused_prompt_tokens for o in out) == [0, 0] + [shared] * 6  # per request, as the rows say
+    assert sorted(o.reused_media for o in out) == [0, 0] + [1] * 6
+    first = Engine(model, max_batch_size=8, min_prefix=16).generate(reqs, settings.replace(max_new_tokens=1))
+    assert sum(o.reused_prompt_tokens for o in first) == 2 * shared * 3  # also when a row ends at its first token
     few_slots = Engine(model, max_batch_size=3, min_prefix=16)  # groups split over admissions: still exact
     assert [o.tokens for o in few_slots.generate(reqs, settings)] == expected
     assert 0 < few_slots.stats["prefix_tokens_reused"] < engine.stats["prefix_tokens_reused"]

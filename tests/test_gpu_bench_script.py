@@ -28,4 +28,7 @@ def test_gpu_bench_script_dry_run_on_cpu(tmp_path):
     assert experts["results"][0]["K"] == 1 and experts["results"][0]["tokens_equal_to_K1"]
     memory = json.loads(next(p for n, p in files.items() if n == "memory.json").read_text())
     assert [r["K"] for r in memory["expert_parallel_projection"]][:4] == [1, 2, 4, 8]
+    reuse = json.loads(next(p for n, p in files.items() if n.startswith("reuse-tiny")).read_text())
+    assert [r["workload"]["name"] for r in reuse] == ["mmbench", "pope", "videomme"]
+    assert all(r["tokens_equal"] for r in reuse)
     assert len(list(tmp_path.iterdir())) <= 8  # what the device tool brings back

@@ -20,6 +20,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "ernie_vl.bench.generate",
         "prefill/decode/samples per second of our engine vs transformers 5.23.0 on the W1 image-MCQ workload",
     ),
+    "reuse": (
+        "ernie_vl.bench.reuse",
+        "samples/s with and without media-feature and shared-prefix reuse vs transformers 5.23.0 (mmbench, videomme, pope)",
+    ),
     "experts": (
         "ernie_vl.bench.experts",
         "per-rank memory, samples/s and all-to-all volume of expert-parallel replicas (K = 1, 2, ...)",

@@ -52,7 +52,7 @@ def _rank_main(rank, world, port, shape, batch, new_tokens, device, out_dir, pla
         shard_model(model, rank, placement, dist.group.WORLD)
     reqs = workload(cfg, batch, seed=0)
     mine = reqs[rank::world]
-    engine = Engine(model, group=dist.group.WORLD if world > 1 else None, max_batch_size=len(reqs))
+    engine = Engine(model, group=dist.group.WORLD if world > 1 else None, max_batch_size=len(reqs), reuse=False)
     settings = GenerationSettings(max_new_tokens=new_tokens)
     engine.generate(mine[:1], GenerationSettings(max_new_tokens=2))  # warm-up (every rank has >= 1 request)
     sent0 = a2a_bytes(model) if world > 1 else 0

@@ -114,7 +114,8 @@ def build_models(cfg, dtype, device, with_hf: bool):
 def ours_runner(model, reqs, device, decode: str):
     """A callable timing one end-to-end run of our engine: (figures, tokens). Prefill time is measured inside the
     same run (the engine's own clock stops once the first tokens are read back)."""
-    engine = Engine(model, max_batch_size=len(reqs), max_batch_tokens=1 << 30, decode=decode)
+    # reuse off: W1's samples are unique, and repeated timing runs must not hit features cached by the last one
+    engine = Engine(model, max_batch_size=len(reqs), max_batch_tokens=1 << 30, decode=decode, reuse=False)
     settings = GenerationSettings(max_new_tokens=NEW_TOKENS)
     engine.generate(reqs, settings)  # warm-up: allocation, compilation or graph capture happen here
 

@@ -53,7 +53,7 @@ def _nbytes(params) -> int:
 
 def workload_costs(model, reqs: list[ModelInputs], new_tokens: int) -> dict:
     """FLOPs of the prefill; FLOPs and bytes read of the decode steps (one batch of `reqs`, greedy, full length)."""
-    engine = Engine(model, max_batch_size=len(reqs), max_batch_tokens=1 << 30, decode="eager")
+    engine = Engine(model, max_batch_size=len(reqs), max_batch_tokens=1 << 30, decode="eager", reuse=False)
     prefill_flops = _count(lambda: engine.generate(reqs, GenerationSettings(max_new_tokens=1)))
     lm = model.model.language_model
     pools = [layer.mlp.text_moe for layer in lm.layers if layer.is_moe]
