@@ -371,7 +371,8 @@ def commit_block(block: pa.Table, run: RunPlan, todo: Todo) -> int:
         errors = [error_reason(e) for e in sub.column("error").to_pylist() if e is not None]
         pt = sum(x or 0 for x in sub.column("prompt_tokens").to_pylist())
         gt = sum(x or 0 for x in sub.column("generated_tokens").to_pylist())
-        todo.progress[name].add(len(keys), errors, pt, gt)
+        rt = sum(x or 0 for x in sub.column("reused_prompt_tokens").to_pylist())
+        todo.progress[name].add(len(keys), errors, pt, gt, rt)
         written += len(keys)
     return written
 

@@ -67,6 +67,19 @@ def _read_rows(parts: list[Path]) -> list[dict]:
     return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default").to_pylist()
 
 
+def reuse_summary(rows: list[dict]) -> dict:
+    """What the replicas did not compute twice, from the rows written (rows of runs before these columns count 0)."""
+    done = [r for r in rows if r.get("error") is None and r.get("prompt_tokens")]
+    reused_media = sum(r.get("reused_media") or 0 for r in done)
+    reused_tokens = sum(r.get("reused_prompt_tokens") or 0 for r in done)
+    return {
+        "media_encoded": sum(r.get("media_items") or 0 for r in done) - reused_media,
+        "media_reused": reused_media,
+        "prefix_tokens_reused": reused_tokens,
+        "prefix_tokens_computed": sum(r["prompt_tokens"] for r in done) - reused_tokens,
+    }
+
+
 def start_manifest(old: dict, cfg: EvalConfig, plan: ResourcePlan, dtype: str, parts: dict, fps: dict,
                    started_at: str, notes: list[str]) -> dict:
     """The manifest of a run that starts: `old`'s benchmarks and history kept, this run's benchmarks "running"."""
@@ -141,6 +154,7 @@ def end_manifest(m: dict, out: Path, fps: dict, progress: dict[str, BenchmarkPro
             errors=reasons,
             error_examples=examples,
             parts=len(list_parts(pred, name, fp)),
+            reuse=reuse_summary(rows),
         )
         if prog.written or "progress" not in entry:  # throughput of the last invocation that did work
             entry["progress"] = prog.summary()

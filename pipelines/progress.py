@@ -40,12 +40,14 @@ class BenchmarkProgress:
     failed: int = 0
     prompt_tokens: int = 0
     generated_tokens: int = 0
+    reused_prompt_tokens: int = 0
     errors: Counter = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
     first_row: float | None = None
     finished: float | None = None
 
-    def add(self, n: int, failed_reasons: list[str], prompt_tokens: int, generated_tokens: int) -> None:
+    def add(self, n: int, failed_reasons: list[str], prompt_tokens: int, generated_tokens: int,
+            reused_prompt_tokens: int = 0) -> None:
         if self.first_row is None:
             self.first_row = time.monotonic()
         self.written += n
@@ -53,6 +55,7 @@ class BenchmarkProgress:
         self.errors.update(failed_reasons)
         self.prompt_tokens += prompt_tokens
         self.generated_tokens += generated_tokens
+        self.reused_prompt_tokens += reused_prompt_tokens
 
     @property
     def done(self) -> int:
@@ -79,6 +82,8 @@ class BenchmarkProgress:
         pct = 100.0 * self.done / self.total if self.total else 100.0
         s = (f"[{self.name}] {self.done}/{self.total} ({pct:.0f}%) {sps:.2f} samples/s {tps:.0f} tok/s "
              f"ETA {_fmt_duration(self.eta())}")
+        if self.reused_prompt_tokens:
+            s += f" reused {100.0 * self.reused_prompt_tokens / max(self.prompt_tokens, 1):.0f}% of prompt tokens"
         if self.failed:
             s += f" failed {self.failed}"
         if self.skipped:
@@ -99,6 +104,7 @@ class BenchmarkProgress:
             "generated_tokens_per_s": round(tps, 2),
             "prompt_tokens": self.prompt_tokens,
             "generated_tokens": self.generated_tokens,
+            "reused_prompt_tokens": self.reused_prompt_tokens,
         }
 
 

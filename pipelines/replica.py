@@ -157,13 +157,15 @@ class ReplicaStage:
         for i, it in enumerate(items):
             row = {k: it.get(k) for k in RECORD_FIELDS}
             row.update(error=it["error"], prompt_tokens=it["prompt_tokens"], visual_tokens=it["visual_tokens"],
+                       media_items=it.get("media_items"),
                        preprocess_s=it.get("preprocess_s"), frame_indices=it.get("frame_indices"),
                        frame_timestamps=it.get("frame_timestamps"))
             g = results.get(i)
             if isinstance(g, str):
                 row["error"] = g
             elif g is not None:
-                row.update(tokens=list(g.tokens), finish_reason=g.finish_reason, latency_s=float(g.latency_s))
+                row.update(tokens=list(g.tokens), finish_reason=g.finish_reason, latency_s=float(g.latency_s),
+                           reused_prompt_tokens=g.reused_prompt_tokens, reused_media=g.reused_media)
             rows.append(row)
         trace("replica", "call", n=len(rows), s=round(time.perf_counter() - t0, 4))
         return generated_table(rows)

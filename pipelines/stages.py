@@ -45,7 +45,10 @@ GENERATED_SCHEMA = pa.schema(
         ("finish_reason", pa.string()),
         ("prompt_tokens", pa.int32()),
         ("visual_tokens", pa.int32()),
+        ("media_items", pa.int32()),
         ("latency_s", pa.float64()),
+        ("reused_prompt_tokens", pa.int32()),
+        ("reused_media", pa.int32()),
         ("preprocess_s", pa.float64()),
         ("frame_indices", pa.list_(pa.int32())),
         ("frame_timestamps", pa.list_(pa.float64())),
@@ -178,7 +181,7 @@ class PreprocessStage:
         """One input row → a prepared item (record, tensors, counts) or an error item. Never raises."""
         t0 = time.perf_counter()
         item: dict[str, Any] = {k: row.get(k) for k in RECORD_FIELDS}
-        item.update(error=None, prompt_tokens=0, visual_tokens=0, frame_indices=None, frame_timestamps=None,
+        item.update(error=None, prompt_tokens=0, visual_tokens=0, media_items=0, frame_indices=None, frame_timestamps=None,
                     inputs=None, max_new_tokens=self.max_new_tokens)
         if row.get("sample_error"):
             item["error"] = f"input: {row['sample_error']}"
@@ -201,6 +204,7 @@ class PreprocessStage:
         n = inputs.num_prompt_tokens
         item["prompt_tokens"] = n
         item["visual_tokens"] = inputs.num_visual_tokens
+        item["media_items"] = len(inputs.image_spans) + len(inputs.video_spans)
         item["frame_indices"], item["frame_timestamps"] = _frames(metadata)
         if n > self.max_prompt_tokens:
             item["error"] = (f"prompt_too_long: {n} prompt tokens ({item['visual_tokens']} visual) exceed the limit "

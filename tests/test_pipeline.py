@@ -379,3 +379,51 @@ def test_expert_shards_2_writes_the_same_predictions(demo_run, tmp_path):
     b = predictions(out2)[cols].sort_values("sample_id").reset_index(drop=True)
     assert len(b) == 10 and b["error"].isna().all()
     pd.testing.assert_frame_equal(a, b)
+
+
+def _circular_mmbench(path: Path, n_questions: int = 3) -> Path:
+    """A VLMEvalKit MMBench TSV with every question's 4 rotated copies (index k*1e6 + base; copies name the base
+    row's image by its index, as the published files do)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    rows = []
+    hint = "Look at the picture carefully and think about what it shows before you answer the question below."
+    options = ["a red square", "a blue circle", "a green triangle", "a yellow star"]
+    for q in range(1, n_questions + 1):
+        buf = io.BytesIO()
+        Image.new("RGB", (112, 112), (40 * q, 255 - 50 * q, 90)).save(buf, format="PNG")
+        for k in range(4):
+            rot = options[k:] + options[:k]
+            rows.append({"index": k * 1_000_000 + q, "question": f"Which shape is in picture number {q}?",
+                         "hint": hint, **dict(zip("ABCD", rot)), "answer": "ABCD"[(4 - k) % 4],
+                         "category": "shape", "l2-category": "perception", "split": "dev",
+                         "image": base64.b64encode(buf.getvalue()).decode() if k == 0 else str(q)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
+    return path
+
+
+def test_reuse_on_circular_mmbench_gives_the_predictions_of_no_reuse(ray_session, tmp_path):
+    """Rotated copies of a question share its image and the prompt before the options: the replica encodes each
+    image once and prefills the shared prefix once, and the predictions equal those of `--no-reuse`."""
+    data = _circular_mmbench(tmp_path / "MMBench_DEV_EN.tsv")
+    runs = {}
+    for reuse in (True, False):
+        out = tmp_path / f"reuse-{reuse}"
+        res = evaluate(out, BenchmarkSpec("mmbench", data=str(data)), reuse=reuse, max_new_tokens=4)
+        assert res.complete
+        manifest = json.loads((out / "manifest.json").read_text())
+        runs[reuse] = (predictions(out).sort_values("sample_id").reset_index(drop=True),
+                       manifest["benchmarks"]["mmbench"]["reuse"])
+    (with_df, with_reuse), (without_df, without_reuse) = runs[True], runs[False]
+    assert len(with_df) == 12 and with_df["error"].isna().all(), with_df["error"].dropna().tolist()
+    cols = ["sample_id", "prediction", "extracted", "score", "generated_tokens", "prompt_tokens"]
+    pd.testing.assert_frame_equal(with_df[cols], without_df[cols])
+    assert with_reuse["media_reused"] > 0 and with_reuse["prefix_tokens_reused"] > 0, with_reuse
+    assert with_reuse["media_encoded"] + with_reuse["media_reused"] == 12 == without_reuse["media_encoded"]
+    assert without_reuse["media_reused"] == without_reuse["prefix_tokens_reused"] == 0
+    assert with_df["reused_prompt_tokens"].sum() == with_reuse["prefix_tokens_reused"]
+    assert (with_df["media_items"] == 1).all()

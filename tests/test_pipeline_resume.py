@@ -163,6 +163,8 @@ def test_progress_line_and_summary():
     pr.close()
     assert buf.getvalue().count("[demo]") == 2
     assert error_reason("prompt_too_long: 9000 > 8192") == "prompt_too_long"
+    p.add(2, [], prompt_tokens=100, generated_tokens=10, reused_prompt_tokens=200)
+    assert "reused 50% of prompt tokens" in p.line() and p.summary()["reused_prompt_tokens"] == 200
     assert json.dumps(s)  # manifest-ready
 
 
