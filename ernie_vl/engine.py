@@ -45,14 +45,14 @@ class _Request:
         self.i, self.inputs, self.settings, self.results, self.emitted = i, inputs, settings, results, emitted
         self.tokens: list[int] = []
         self.t0 = time.perf_counter()
-        self.reused_tokens = self.reused_media = 0
+        self.reused_prompt_tokens = self.reused_media = 0
 
     def on_token(self, token: int, finish: str | None) -> bool:
         self.tokens.append(token)
         self.emitted.append((self.i, token))
         if finish is not None:
             self.results[self.i] = Generated(self.tokens, finish, self.inputs.num_prompt_tokens,
-                                             time.perf_counter() - self.t0, self.reused_tokens, self.reused_media)
+                                             time.perf_counter() - self.t0, self.reused_prompt_tokens, self.reused_media)
         return False
 
 
@@ -151,10 +151,7 @@ class Engine:
 
     def _admit(self, rows: list[_Request], features: list | None) -> None:
         t0 = time.perf_counter()
-        for row, n in zip(rows, self.batch.admit(rows, features)):
-            row.reused_tokens = n
-            if row.results[row.i] is not None:  # finished with its first token, inside `admit`
-                row.results[row.i].reused_prompt_tokens = n
+        self.batch.admit(rows, features)
         self.stats["prefill_s"] += time.perf_counter() - t0  # the first tokens were read: work is done
 
     def _step(self) -> bool:

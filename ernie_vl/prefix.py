@@ -1,4 +1,6 @@
-"""Shared prompt prefixes: which requests of a prefill start with the same tokens and the same media, and how far.
+"""Shared prompt prefixes: which requests start with the same tokens and the same media, and how far; and a bounded
+cache of the keys and values of earlier prompts, so a later request (a second question on the same image, the next
+turn of a chat, a repeated system prompt) continues from them.
 
 A prefix is shared when the token ids agree and every medium inside it has the same content key (equal placeholder
 ids alone say nothing about the pixels). It never ends inside a medium's placeholder run, and it leaves each request
@@ -8,13 +10,19 @@ such a prefix once and gives each request its keys and values (see `slots`).
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+
 
 from .inputs import ModelInputs
 
 
-def shared_prefix(a: ModelInputs, b: ModelInputs) -> int:
-    """Tokens at the start of `a` and `b` that a prefill can share."""
-    n = min(a.num_prompt_tokens, b.num_prompt_tokens) - 1
+def shared_prefix(a, b, a_is_stored: bool = False) -> int:
+    """Tokens at the start of `a` and `b` (`ModelInputs`, or `PromptKey`s) that a prefill can share. Each keeps a
+    token of its own, except a stored prompt `a` (`a_is_stored`), whose whole prompt may be the prefix."""
+    n = min(a.num_prompt_tokens + (1 if a_is_stored else 0), b.num_prompt_tokens) - 1
     if n <= 0:
         return 0
     differ = (a.input_ids[:n] != b.input_ids[:n]).nonzero()
@@ -51,3 +59,68 @@ def prefix_signature(x: ModelInputs, n: int = 16) -> tuple:
 
 
 
+
+
+@dataclass
+class PromptKey:
+    """What identifies a prompt's prefix: its token ids and its media (start, end, content key), without pixels."""
+
+    input_ids: torch.Tensor
+    bounds: list
+
+    @classmethod
+    def of(cls, x: ModelInputs) -> "PromptKey":
+        return cls(x.input_ids, x.media_bounds())
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return int(self.input_ids.numel())
+
+    def media_bounds(self) -> list:
+        return self.bounds
+
+
+class PrefixCache:
+    """Keys and values of earlier prompts (one `KVCache` row each), bounded in bytes, least recently used out first.
+    `lookup` finds the entry sharing the longest prefix with a new prompt."""
+
+    def __init__(self, max_bytes: int = 1 << 30, max_entries: int = 256):
+        self.max_bytes, self.max_entries = max_bytes, max_entries
+        self.bytes = 0
+        self.hits = 0
+        self._entries: OrderedDict[int, tuple[PromptKey, object, int]] = OrderedDict()
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def lookup(self, x: ModelInputs, min_tokens: int):
+        """(shared tokens, the entry's KVCache) for the longest match of at least `min_tokens`, else (0, None)."""
+        best, found = 0, None
+        for key, (prompt, kv, _) in self._entries.items():
+            p = shared_prefix(prompt, x, a_is_stored=True)
+            if p > best:
+                best, found = p, key
+        if found is None or best < min_tokens:
+            return 0, None
+        self._entries.move_to_end(found)
+        self.hits += 1
+        return best, self._entries[found][1]
+
+    def store(self, x: ModelInputs, kv) -> None:
+        """Keep `kv` (a one-row KVCache holding `x`'s prompt) for later prompts; an equal prompt replaces its entry."""
+        prompt = PromptKey.of(x)
+        for key, (old, _, size) in list(self._entries.items()):
+            if old.num_prompt_tokens == prompt.num_prompt_tokens and old.bounds == prompt.bounds \
+                    and torch.equal(old.input_ids, prompt.input_ids):
+                del self._entries[key]
+                self.bytes -= size
+        size = kv.k_LBGCD.numel() * kv.k_LBGCD.element_size() * 2
+        if size > self.max_bytes:
+            return
+        self._entries[self._next] = (prompt, kv, size)
+        self._next += 1
+        self.bytes += size
+        while self.bytes > self.max_bytes or len(self._entries) > self.max_entries:
+            _, (_, _, gone) = self._entries.popitem(last=False)
+            self.bytes -= gone

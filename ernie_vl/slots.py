@@ -34,7 +34,7 @@ import torch
 from .decode_step import DecodeStep, compile_decode, resolve_decode_mode
 from .generation import GenerationSettings, finish_reason
 from .inputs import ModelBatch, ModelInputs
-from .prefix import group_by_prefix
+from .prefix import PrefixCache, group_by_prefix
 from .sampling import sample_next
 
 _BUCKET = 128  # fixed-shape steps round the cache capacity up to a multiple of this (fewer captures/compilations)
@@ -45,6 +45,7 @@ class Row(Protocol):
 
     inputs: ModelInputs
     settings: GenerationSettings
+    reused_prompt_tokens: int  # set by `admit` before the first token: prompt tokens taken from a shared prefix
 
     def on_token(self, token: int, finish: str | None) -> bool:
         """`finish` is "stop" (EOS), "length" (budget spent) or None; return True to stop the row now."""
@@ -65,12 +66,16 @@ class ContinuousBatch:
     server). `exact`: `reserve` makes exactly the slots asked for (the batch engine: no idle slot is computed)
     instead of powers of two. `release_when_idle`: drop the cache when the last row leaves. `group`: the process
     group of an expert-parallel replica (lockstep, see the module docstring). `min_prefix`: rows admitted together
-    that share at least this many prompt tokens (media included, `prefix.shared_prefix`) prefill them once (0: off)."""
+    that share at least this many prompt tokens (media included, `prefix.shared_prefix`) prefill them once (0: off);
+    with a `prefix_cache`, every admitted prompt's keys and values are kept there, and a later row sharing at least
+    `min_prefix` tokens with one of them continues from it (the server: multi-turn chats, repeated questions)."""
 
     def __init__(self, model, max_slots: int = 32, max_batch_tokens: int = 16384, decode: str = "auto",
-                 exact: bool = False, release_when_idle: bool = True, group=None, min_prefix: int = 0):
+                 exact: bool = False, release_when_idle: bool = True, group=None, min_prefix: int = 0,
+                 prefix_cache: PrefixCache | None = None):
         self.model = model
         self.min_prefix = min_prefix
+        self.prefix_cache = prefix_cache if min_prefix and group is None else None
         self.stats = {"prompt_tokens": 0, "prefix_tokens_reused": 0}  # prompt tokens admitted / not recomputed
         self.max_slots = max_slots
         self.max_batch_tokens = max_batch_tokens
@@ -114,18 +119,18 @@ class ContinuousBatch:
 
     # ------------------------------------------------------------------------------------------- admission
     @torch.inference_mode()
-    def admit(self, rows: list[Row], features: list | None = None) -> list[int]:
+    def admit(self, rows: list[Row], features: list | None = None) -> None:
         """Prefill `rows` into free slots; their first tokens go to the callbacks. `features`: per row, its
         (image features, video features) when encoded beforehand (`vision_ahead.VisionAhead`). Rows sharing a prompt
         prefix (`min_prefix`) prefill it once; the others are prefilled together as one left-padded batch. In lockstep
-        every rank calls it, with or without rows. Returns, per row, the prompt tokens it took from a prefix another
-        row computed."""
+        every rank calls it, with or without rows. Each row's `reused_prompt_tokens` is set before its first token:
+        the prompt tokens it took from a prefix computed for another row."""
         if not rows:
             if self.group is not None:
                 from .expert_parallel import idle_prefill
 
                 idle_prefill(self.model)
-            return []
+            return
         # never fewer slots than there are: the engine sized the batch for the call (in lockstep: the same on all ranks)
         self.reserve(max(len(self.rows), len(self.active) + len(rows)), max(self.need(r) for r in rows))
         slots = self.free[: len(rows)]
@@ -136,7 +141,14 @@ class ContinuousBatch:
         groups = (group_by_prefix(items, self.min_prefix) if self.min_prefix and self.group is None
                   else [(0, list(range(len(rows))))])
         plain = [i for p, g in groups if not p for i in g]
-        order = plain + [i for p, g in groups if p for i in g]  # the order the logits come in
+        cached = {}  # rows continuing from the keys and values of an earlier prompt
+        if self.prefix_cache is not None:
+            for i in plain:
+                p, kv = self.prefix_cache.lookup(items[i], self.min_prefix)
+                if kv is not None:
+                    cached[i] = (p, kv)
+            plain = [i for i in plain if i not in cached]
+        order = plain + [i for p, g in groups if p for i in g] + list(cached)  # the order the logits come in
         logits = []
         if plain:  # one left-padded batch
             batch = ModelBatch.collate([items[i] for i in plain], pad)
@@ -153,8 +165,13 @@ class ContinuousBatch:
                                                    [slots[i] for i in g], pad))
                 for i in g[1:]:  # the first row of a group computed the prefix
                     reused[i] = p
+        for i, (p, kv) in cached.items():
+            logits.append(self._prefill_shared(p, [items[i]], [feats[i]], [slots[i]], pad, pre=kv))
+            reused[i] = p
         self.stats["prompt_tokens"] += sum(x.num_prompt_tokens for x in items)
         slots = [slots[i] for i in order]
+        for row, n in zip(rows, reused):
+            row.reused_prompt_tokens = n
         rows = [rows[i] for i in order]
         idx = torch.tensor(slots, device=model.device)
         st.lengths[idx] = torch.tensor([r.inputs.num_prompt_tokens for r in rows], device=model.device)
@@ -164,21 +181,30 @@ class ContinuousBatch:
             self.lens[slot] = n
             self.gens[slot] = (torch.Generator(device=model.device).manual_seed(row.settings.seed)
                                if row.settings.samples else None)
+        if self.prefix_cache is not None:
+            for slot, row in zip(slots, rows):
+                n = row.inputs.num_prompt_tokens
+                kv = model.new_cache(1, n)
+                kv.load_rows([0], st.cache, [slot], [(0, n)])
+                self.prefix_cache.store(row.inputs, kv)
         self._record(slots, idx, torch.cat(logits))
-        return reused
 
     def _place(self, slots: list[int], next_positions_3B: torch.Tensor) -> None:
         self._step.positions[:, torch.tensor(slots, device=self.model.device)] = (
             next_positions_3B.to(self.model.device)[:, :, None])
 
-    def _prefill_shared(self, p: int, items: list[ModelInputs], feats: list, slots: list[int], pad: int
+    def _prefill_shared(self, p: int, items: list[ModelInputs], feats: list, slots: list[int], pad: int, pre=None
                         ) -> torch.Tensor:
-        """Prefill the first `p` tokens (shared by every item) once, then the items' own suffixes as one left-padded
-        batch continuing from copies of that prefix; move each sequence into its slot. Next-token logits [n, V]."""
+        """Prefill the first `p` tokens (shared by every item) once — or take them from `pre`, a one-row cache that
+        holds them — then the items' own suffixes as one left-padded batch continuing from copies of that prefix;
+        move each sequence into its slot. Next-token logits [n, V]."""
         model, n = self.model, len(items)
-        head = items[0].slice(0, p)
-        pre = model.new_cache(1, p)
-        model.prefill(ModelBatch.collate([head], pad), pre, logits_to_keep=1, **_joined([_part(feats[0], items[0], 0, p)]))
+        reused = p * n if pre is not None else p * (n - 1)
+        if pre is None:
+            head = items[0].slice(0, p)
+            pre = model.new_cache(1, p)
+            model.prefill(ModelBatch.collate([head], pad), pre, logits_to_keep=1,
+                          **_joined([_part(feats[0], items[0], 0, p)]))
         tails = [x.slice(p, x.num_prompt_tokens) for x in items]
         batch = ModelBatch.collate(tails, pad)
         S = batch.shape[1]
@@ -191,7 +217,7 @@ class ContinuousBatch:
         cache.load_rows(slots, tmp, list(range(n)), [(0, p)] * n)
         cache.load_rows(slots, tmp, list(range(n)), [(p + S - m, p + S) for m in batch.lengths], at=p)
         self._place(slots, batch.next_positions)
-        self.stats["prefix_tokens_reused"] += p * (n - 1)
+        self.stats["prefix_tokens_reused"] += reused
         return out.logits[:, -1]
 
     # ------------------------------------------------------------------------------------------- decoding

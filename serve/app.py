@@ -194,7 +194,7 @@ class ErnieVLDeployment:
                         id=rid, created=now(), model=self.model_name,
                         choices=[Choice(message=AssistantMessage(content=job.stream.text),
                                         finish_reason=finish_reason)],
-                        usage=usage(job.prompt_tokens, n_tokens),
+                        usage=usage(job.prompt_tokens, n_tokens, job.reused_prompt_tokens),
                     ).model_dump())
                 if event[0] == "error":
                     finished = True
@@ -231,7 +231,8 @@ class ErnieVLDeployment:
                     yield sse(chunk(Delta(), finish_reason))
                     if include_usage:
                         yield sse(ChatCompletionChunk(id=rid, created=created, model=self.model_name, choices=[],
-                                                      usage=usage(job.prompt_tokens, n_tokens)))
+                                                      usage=usage(job.prompt_tokens, n_tokens,
+                                                                  job.reused_prompt_tokens)))
                     yield sse("[DONE]")
                     return
                 else:

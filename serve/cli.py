@@ -47,6 +47,8 @@ def add_serve_command(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--torch-threads", type=int, default=0, help="intra-op threads per replica (0: torch default)")
     s.add_argument("--max-batch-size", type=int, default=32)
     s.add_argument("--max-batch-tokens", type=int, default=16384, help="padded prompt+new tokens per batch")
+    s.add_argument("--no-reuse", action="store_true",
+                   help="compute every prompt in full (default: continue from stored prompts sharing a prefix)")
     s.add_argument("--batch-wait-ms", type=float, default=10.0, help="how long a batch waits to fill up")
     s.add_argument("--max-ongoing-requests", type=int, default=64, help="concurrent requests per replica")
     s.add_argument("--max-queued-requests", type=int, default=256,
@@ -95,6 +97,7 @@ def settings_from_args(a: argparse.Namespace) -> ServeSettings:
         max_prompt_tokens=a.max_prompt_tokens,
         max_batch_size=a.max_batch_size,
         max_batch_tokens=a.max_batch_tokens,
+        reuse=not a.no_reuse,
         batch_wait_timeout_s=a.batch_wait_ms / 1000.0,
         api_key_sha256=key_digest,
         media_roots=list(a.media_root),

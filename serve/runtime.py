@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ernie_vl.generation import GenerationSettings
 from ernie_vl.inputs import ModelInputs
+from ernie_vl.prefix import PrefixCache
 from ernie_vl.slots import ContinuousBatch
 
 from .batching import JobQueue
@@ -35,6 +36,7 @@ from .settings import ServeSettings
 from .textstream import TextStream, byte_fallback_ids
 
 log = logging.getLogger("ernie_vl.serve")
+MIN_PREFIX = 32  # shared prompt tokens (media included) worth continuing from
 
 
 class RequestJob:
@@ -46,6 +48,7 @@ class RequestJob:
         self.stream = stream
         self.want_deltas = want_deltas
         self.cancelled = False
+        self.reused_prompt_tokens = 0  # set on admission: prompt tokens taken from a stored or shared prefix
         self.enqueued_at = 0.0
         self.loop = asyncio.get_running_loop()
         self.events: asyncio.Queue = asyncio.Queue()
@@ -147,8 +150,10 @@ class ModelRuntime(Frontend):
         self.model = load_model(path, dtype=dtype, device=device)
         self.model.eval()
         self._setup(settings, path, self.model)
-        self.decoder = ContinuousBatch(self.model, max_slots=settings.max_batch_size,
-                                       max_batch_tokens=settings.max_batch_tokens)
+        self.decoder = ContinuousBatch(
+            self.model, max_slots=settings.max_batch_size, max_batch_tokens=settings.max_batch_tokens,
+            min_prefix=MIN_PREFIX if settings.reuse else 0,
+            prefix_cache=PrefixCache(settings.prefix_cache_bytes) if settings.reuse else None)
         self._thread = threading.Thread(target=self._decode_loop, name="ernie-vl-decode", daemon=True)
         self._thread.start()
         log.info("ernie-vl replica ready: model %s from %s on %s, eos %s", self.model_name, path, device, self.eos)

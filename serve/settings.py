@@ -77,6 +77,11 @@ class ServeSettings:
         max_queued_requests: requests admitted to the replica's queue beyond that are answered 429.
         request_timeout_s: a request still unanswered after this many seconds gets 503 (never a hang).
         preprocess_workers: threads that fetch media and run the processor.
+        reuse: keep the keys and values of recent prompts (`prefix_cache_bytes` per replica) and continue a request
+            from the longest stored prompt sharing at least 32 tokens with it, media included (a second question on
+            the same image, the next turn of a chat, a repeated system prompt); requests admitted together share a
+            common prefix too. The answer is the one computed without reuse; `usage.prompt_tokens_details.
+            cached_tokens` says how many prompt tokens were not computed again. K = 1 replicas only.
     Security:
         api_key_sha256 / api_key_env: require `Authorization: Bearer <key>` when either is set.
         media_roots: folders local files (paths and file:// URLs) may be read from; empty = no local files.
@@ -112,6 +117,8 @@ class ServeSettings:
     max_queued_requests: int = 256
     request_timeout_s: float = 300.0
     preprocess_workers: int = 2
+    reuse: bool = True
+    prefix_cache_bytes: int = 1 << 30
 
     api_key_sha256: str | None = None
     api_key_env: str | None = None

@@ -160,7 +160,7 @@ def batch_path():
     processor = ernie_vl.Processor.from_pretrained(path)
     tokenizer = Tokenizer.from_pretrained(path)
     eos = json.loads((path / "generation_config.json").read_text())["eos_token_id"]
-    engine = Engine(model)
+    engine = Engine(model, reuse=False)  # every prompt computed in full: what the server's reuse must reproduce
 
     def inputs(msgs):
         o = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True,
@@ -211,6 +211,28 @@ def test_openai_client_image_answer_equals_batch_path(server, batch_path):
     assert resp.choices[0].finish_reason in ("stop", "length")
     assert (resp.usage.prompt_tokens, resp.usage.completion_tokens) == (prompt_tokens, completion_tokens)
     assert resp.usage.total_tokens == prompt_tokens + completion_tokens
+
+
+def test_a_second_question_on_the_same_image_reuses_its_prefix(server, batch_path):
+    """The replica keeps recent prompts' keys and values: a later request on the same image continues from the
+    first one's prompt (OpenAI's usage.prompt_tokens_details.cached_tokens says how far) with the answer computed
+    without reuse; a different image shares only what comes before it."""
+    client = server.openai()
+    picture = png_bytes(224, 160, color=(20, 160, 90))
+
+    def ask(image: bytes, question: str):
+        resp = client.chat.completions.create(model=MAIN, max_tokens=8, temperature=0, messages=[{
+            "role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(image)}},
+                                        {"type": "text", "text": question}]}])
+        [(text, prompt_tokens, _)] = batch_path([user({"type": "image", "image": image},
+                                                      {"type": "text", "text": question})], 8)
+        assert resp.choices[0].message.content == text and resp.usage.prompt_tokens == prompt_tokens
+        return resp.usage.prompt_tokens_details.cached_tokens, prompt_tokens
+
+    first, _ = ask(picture, "What colour is the picture?")
+    second, n_second = ask(picture, "Is there a person in it? Answer yes or no.")
+    other, _ = ask(png_bytes(224, 160, color=(200, 20, 20)), "What colour is the picture?")
+    assert first == 0 and 32 <= second < n_second and other < second  # the image is part of the reused prefix
 
 
 def test_video_and_local_files_answer_equals_batch_path(server, batch_path):

@@ -137,3 +137,69 @@ def test_rows_sharing_a_prefix_without_preencoded_features(tiny_dir):
     reqs = rotations_for(model, torch.Generator().manual_seed(9), n_questions=1, n_rotations=3)
     s = [GenerationSettings(6)] * len(reqs)
     assert _decode(model, reqs, s, min_prefix=16) == _decode(model, reqs, s)
+
+
+def test_a_later_row_continues_from_an_earlier_prompt_in_the_prefix_cache(tiny_dir):
+    """As the server sees them: a question about an image, later a second question on the same image, then the next
+    turn of the first chat (its prompt, the answer, a new question). Each later row continues from the stored keys
+    and values of an earlier prompt and gets the tokens it gets with no reuse."""
+    import ernie_vl
+    from ernie_vl.generation import GenerationSettings
+    from ernie_vl.inputs import ModelInputs
+    from ernie_vl.prefix import PrefixCache
+    from ernie_vl.slots import ContinuousBatch
+
+    model = ernie_vl.load_model(tiny_dir)
+    c = model.config
+    g = torch.Generator().manual_seed(10)
+    img = [c.image_start_token_id] + [c.image_token_id] * 4 + [c.image_end_token_id]
+    system = torch.randint(20, 500, (24,), generator=g).tolist()
+    pix = torch.randn(16, 588, generator=g)
+
+    def ask(*tails):
+        ids = [*system, *img, *[t for tail in tails for t in tail]]
+        return ModelInputs.build(torch.tensor(ids), c, pix, torch.tensor([[1, 4, 4]]))
+
+    q1, q2 = torch.randint(20, 500, (5,), generator=g).tolist(), torch.randint(20, 500, (7,), generator=g).tolist()
+    settings = GenerationSettings(6)
+    alone = lambda x: _decode(model, [x], [settings])[0][0]  # noqa: E731
+    answer = alone(ask(q1))
+    turn2 = ask(q1, answer, [33, 34], q2)
+    later = [ask(q2), turn2]
+    expected = [alone(x) for x in later]
+
+    dec = ContinuousBatch(model, min_prefix=16, prefix_cache=PrefixCache(max_bytes=64 << 20))
+    first = _Row(ask(q1), settings)
+    dec.admit([first])
+    assert first.reused_prompt_tokens == 0
+    while dec.active:
+        dec.step()
+    assert first.tokens == answer and len(dec.prefix_cache) == 1
+    got = []
+    for x in later:  # one at a time, as requests arrive
+        row = _Row(x, settings)
+        dec.admit([row])
+        got.append(row.reused_prompt_tokens)
+        while dec.active:
+            dec.step()
+        assert row.tokens == expected[len(got) - 1]
+    assert got == [len(system) + 6, ask(q1).num_prompt_tokens]  # system + image / the whole first prompt
+    assert dec.stats["prefix_tokens_reused"] == sum(got) and dec.prefix_cache.hits == 2
+
+
+def test_the_prefix_cache_is_bounded_and_replaces_equal_prompts(tiny_dir):
+    import ernie_vl
+    from ernie_vl.prefix import PrefixCache
+
+    model = ernie_vl.load_model(tiny_dir)
+    reqs = requests_for(model, torch.Generator().manual_seed(11))
+    one = model.new_cache(1, reqs[0].num_prompt_tokens)
+    size = 2 * one.k_LBGCD.numel() * one.k_LBGCD.element_size()
+    cache = PrefixCache(max_bytes=2 * size)
+    cache.store(reqs[0], one)
+    cache.store(reqs[0], model.new_cache(1, reqs[0].num_prompt_tokens))  # the same prompt: replaced, not added
+    assert len(cache) == 1 and cache.bytes == size
+    for x in reqs[1:4]:
+        cache.store(x, model.new_cache(1, reqs[0].num_prompt_tokens))
+    assert len(cache) == 2 and cache.bytes <= 2 * size  # least recently used entries left
+    assert cache.lookup(reqs[0], 4) == (0, None)  # evicted
