@@ -22,7 +22,7 @@ import torch
 from .feature_cache import FeatureCache
 from .generation import Generated, GenerationSettings
 from .inputs import ModelInputs
-from .prefix import prefix_signature
+from .prefix import PrefixCache, prefix_signature
 from .slots import ContinuousBatch
 from .vision_ahead import VisionAhead
 
@@ -59,22 +59,25 @@ class _Request:
 class Engine:
     def __init__(self, model, max_batch_size: int = 32, max_batch_tokens: int = 65536, group=None,
                  decode: str = "auto", vision_ahead: bool | None = None, reuse: bool = True,
-                 feature_cache_bytes: int = 2 << 30, min_prefix: int = 32):
+                 feature_cache_bytes: int = 2 << 30, min_prefix: int = 32, prefix_cache_bytes: int = 1 << 30):
         """`group`: the process group of an expert-parallel replica (see `expert_parallel`); every rank then calls
         `generate` once per gang step, possibly with no requests, and the ranks advance in lockstep.
         `decode`: how the decode step runs (see `decode_step.DecodeStep`); "auto" = $ERNIE_VL_DECODE if set, else
         "graph" on CUDA and "eager" on CPU. `vision_ahead`: encode the images/videos of the next requests while the
         current batch decodes; default: on CUDA, where it overlaps. `reuse`: keep encoded vision features in a
         `FeatureCache` of `feature_cache_bytes` across calls, so each distinct medium is encoded once, and prefill a
-        prompt prefix of at least `min_prefix` tokens (media included) once for the requests that share it; waiting
-        requests are ordered so that those sharing media are admitted together. Off: every request computed alone."""
+        prompt prefix of at least `min_prefix` tokens (media included) once for the requests that share it — admitted
+        together, or later from the keys and values of earlier prompts kept in a `PrefixCache` of
+        `prefix_cache_bytes`; waiting requests are ordered so that those sharing media are admitted together. Off:
+        every request computed alone."""
         self.model = model
         self.group = group
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.batch = ContinuousBatch(model, max_slots=max_batch_size, decode=decode, exact=True,
                                      release_when_idle=False, group=group,  # kept: its cache and compiled step
-                                     min_prefix=min_prefix if reuse else 0)
+                                     min_prefix=min_prefix if reuse else 0,
+                                     prefix_cache=PrefixCache(prefix_cache_bytes) if reuse else None)
         self.reuse = reuse
         self.decode_mode = self.batch.decode_mode
         self.vision_ahead = model.device.type == "cuda" if vision_ahead is None else vision_ahead

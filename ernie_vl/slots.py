@@ -161,9 +161,11 @@ class ContinuousBatch:
         reused = [0] * len(rows)
         for p, g in groups:
             if p:
+                stored = self.prefix_cache.lookup(items[g[0]], p) if self.prefix_cache is not None else (0, None)
+                pre = stored[1] if stored[0] >= p else None  # an earlier prompt holds the group's whole prefix
                 logits.append(self._prefill_shared(p, [items[i] for i in g], [feats[i] for i in g],
-                                                   [slots[i] for i in g], pad))
-                for i in g[1:]:  # the first row of a group computed the prefix
+                                                   [slots[i] for i in g], pad, pre=pre))
+                for i in (g if pre is not None else g[1:]):  # else the group's first row computed the prefix
                     reused[i] = p
         for i, (p, kv) in cached.items():
             logits.append(self._prefill_shared(p, [items[i]], [feats[i]], [slots[i]], pad, pre=kv))

@@ -21,6 +21,8 @@ output folder's lock it runs five stages, each a function whose inputs and outpu
 
 from __future__ import annotations
 
+import hashlib
+
 import logging
 import os
 import time
@@ -290,6 +292,21 @@ def _tidy_outputs(run: RunPlan, old: dict) -> list[str]:
     return notes
 
 
+def by_media(rows: list[dict]) -> list[dict]:
+    """Input rows regrouped so that samples sharing their first image or video (same bytes, or same path) follow each
+    other, groups in order of first appearance, rows in order within a group: a pack then carries, for example, all
+    the rotated copies of an MMBench question, which the replica prefills once up to the options (media identity for
+    reuse is the processed pixels' hash on the model side; this is only the schedule)."""
+    groups: dict = {}
+    for i, r in enumerate(rows):
+        media = r.get("media") or []
+        first = media[0] if media else None
+        key = ("row", i) if first is None else (
+            ("path", first["path"]) if first.get("path") else ("data", hashlib.blake2b(first["data"], digest_size=16).digest()))
+        groups.setdefault(key, []).append(r)
+    return [r for g in groups.values() for r in g]
+
+
 def scan_run(run: RunPlan) -> Todo:
     """Tidy the output folder, read every benchmark's samples, skip those already written with this fingerprint and
     put the rest into the object store in blocks of `batch_size * pack_batches` rows."""
@@ -299,8 +316,10 @@ def scan_run(run: RunPlan) -> Todo:
     notes = _tidy_outputs(run, old)
     progress = {n: BenchmarkProgress(n) for n in run.fingerprints}
     pending: dict[str, set[str]] = {n: set() for n in run.fingerprints}
-    refs, rows, duplicates = [], [], {}
+    refs, duplicates = [], {}
+    block = cfg.batch_size * cfg.pack_batches
     for spec in cfg.benchmarks:
+        rows = []
         done = scan_done(run.pred, spec.name, run.fingerprints[spec.name])
         prog, seen = progress[spec.name], set()
         for sample in run.benchmarks[spec.name].load(spec.data, spec.limit):
@@ -316,11 +335,9 @@ def scan_run(run: RunPlan) -> Todo:
                 continue
             pending[spec.name].add(key)
             rows.append(input_row(sample))
-            if len(rows) >= cfg.batch_size * cfg.pack_batches:
-                refs.append(run.ray.put(input_table(rows)))
-                rows = []
-    if rows:
-        refs.append(run.ray.put(input_table(rows)))
+        if cfg.reuse:  # samples sharing media side by side: same block, pack and replica call (see `by_media`)
+            rows = by_media(rows)
+        refs += [run.ray.put(input_table(rows[i: i + block])) for i in range(0, len(rows), block)]
     for name, n in duplicates.items():
         notes.append(f"{name}: the reader yielded {n} duplicate sample id(s); each sample is evaluated once")
     return Todo(old_manifest=old, notes=notes, progress=progress, pending=pending, refs=refs)

@@ -203,9 +203,12 @@ def test_shared_prompt_prefixes_are_prefilled_once_with_the_same_tokens(tiny_dir
     assert sorted(o.reused_media for o in out) == [0, 0] + [1] * 6
     first = Engine(model, max_batch_size=8, min_prefix=16).generate(reqs, settings.replace(max_new_tokens=1))
     assert sum(o.reused_prompt_tokens for o in first) == 2 * shared * 3  # also when a row ends at its first token
-    few_slots = Engine(model, max_batch_size=3, min_prefix=16)  # groups split over admissions: still exact
-    assert [o.tokens for o in few_slots.generate(reqs, settings)] == expected
-    assert 0 < few_slots.stats["prefix_tokens_reused"] < engine.stats["prefix_tokens_reused"]
+    few_slots = Engine(model, max_batch_size=3, min_prefix=16)  # groups split over admissions: still exact, and
+    assert [o.tokens for o in few_slots.generate(reqs, settings)] == expected  # later admissions continue from
+    assert few_slots.stats["prefix_tokens_reused"] == engine.stats["prefix_tokens_reused"]  # stored prompts
+    alone = Engine(model, max_batch_size=3, min_prefix=16, prefix_cache_bytes=0)  # nothing stored: less reuse
+    assert [o.tokens for o in alone.generate(reqs, settings)] == expected
+    assert 0 < alone.stats["prefix_tokens_reused"] < engine.stats["prefix_tokens_reused"]
 
 
 def test_shared_prefix_stops_at_other_pixels_and_at_media_boundaries(tiny_dir):

@@ -392,15 +392,18 @@ def _circular_mmbench(path: Path, n_questions: int = 3) -> Path:
     rows = []
     hint = "Look at the picture carefully and think about what it shows before you answer the question below."
     options = ["a red square", "a blue circle", "a green triangle", "a yellow star"]
+    images = {}
     for q in range(1, n_questions + 1):
         buf = io.BytesIO()
         Image.new("RGB", (112, 112), (40 * q, 255 - 50 * q, 90)).save(buf, format="PNG")
-        for k in range(4):
+        images[q] = buf.getvalue()
+    for k in range(4):  # every base row first, then each round of copies, as the published files list them
+        for q in range(1, n_questions + 1):
             rot = options[k:] + options[:k]
             rows.append({"index": k * 1_000_000 + q, "question": f"Which shape is in picture number {q}?",
                          "hint": hint, **dict(zip("ABCD", rot)), "answer": "ABCD"[(4 - k) % 4],
                          "category": "shape", "l2-category": "perception", "split": "dev",
-                         "image": base64.b64encode(buf.getvalue()).decode() if k == 0 else str(q)})
+                         "image": base64.b64encode(images[q]).decode() if k == 0 else str(q)})
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
     return path
@@ -413,7 +416,8 @@ def test_reuse_on_circular_mmbench_gives_the_predictions_of_no_reuse(ray_session
     runs = {}
     for reuse in (True, False):
         out = tmp_path / f"reuse-{reuse}"
-        res = evaluate(out, BenchmarkSpec("mmbench", data=str(data)), reuse=reuse, max_new_tokens=4)
+        # blocks of 2 x 4 rows: without regrouping by media, a question's copies (3 rows apart) would be split
+        res = evaluate(out, BenchmarkSpec("mmbench", data=str(data)), reuse=reuse, max_new_tokens=4, batch_size=2)
         assert res.complete
         manifest = json.loads((out / "manifest.json").read_text())
         runs[reuse] = (predictions(out).sort_values("sample_id").reset_index(drop=True),
@@ -426,4 +430,6 @@ def test_reuse_on_circular_mmbench_gives_the_predictions_of_no_reuse(ray_session
     assert with_reuse["media_encoded"] + with_reuse["media_reused"] == 12 == without_reuse["media_encoded"]
     assert without_reuse["media_reused"] == without_reuse["prefix_tokens_reused"] == 0
     assert with_df["reused_prompt_tokens"].sum() == with_reuse["prefix_tokens_reused"]
+    # per question one row computes the image and the prompt up to the options, its three other copies reuse them
+    assert (with_df["reused_prompt_tokens"] > 0).sum() == 9 and with_df["reused_media"].sum() == 9
     assert (with_df["media_items"] == 1).all()

@@ -233,3 +233,15 @@ def test_stages_of_a_run_with_everything_written(tmp_path):
     shutil.copytree(run.out, tmp_path / "rescored")
     assert rescore(tmp_path / "rescored", "official") == res.metrics
     assert pq.read_table(run.out / "metrics.parquet").equals(pq.read_table(tmp_path / "rescored" / "metrics.parquet"))
+
+
+def test_input_rows_are_grouped_by_their_first_medium():
+    from pipelines.batch_eval import by_media
+
+    rows = [{"sample_id": "1", "media": [{"kind": "image", "data": b"red", "path": None}]},
+            {"sample_id": "2", "media": []},
+            {"sample_id": "3", "media": [{"kind": "video", "data": None, "path": "/v/a.mp4"}]},
+            {"sample_id": "1001", "media": [{"kind": "image", "data": b"red", "path": None}]},
+            {"sample_id": "4", "media": []},
+            {"sample_id": "3001", "media": [{"kind": "video", "data": None, "path": "/v/a.mp4"}]}]
+    assert [r["sample_id"] for r in by_media(rows)] == ["1", "1001", "2", "3", "3001", "4"]
