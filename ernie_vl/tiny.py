@@ -73,7 +73,8 @@ def make_tiny(
     """Write a tiny random checkpoint folder (several shards, to exercise the index). Returns `dst`."""
     from .processor_files import write_processor_files
     from .tokenizer_tiny import write_tiny_tokenizer
-    from .weights import to_original, write_shards
+    from .weight_map import to_original
+    from .weights import write_shards
 
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)

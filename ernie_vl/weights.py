@@ -26,7 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .config import ModelConfig
-from .weight_map import CheckpointError, Names, Part, keep_float32, lookup, pool_of, to_original  # noqa: F401
+from .weight_map import CheckpointError, Names, Part, keep_float32, lookup, pool_of  # noqa: F401 - CheckpointError is public here
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"

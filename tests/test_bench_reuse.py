@@ -7,11 +7,12 @@ import json
 import torch
 
 from ernie_vl.bench import reuse
+from ernie_vl.bench.generate import _config
 from ernie_vl.bench.__main__ import main
 
 
 def test_workloads_repeat_media_as_the_benchmarks_do():
-    cfg = reuse._config("tiny")
+    cfg = _config("tiny")
     for name, w in reuse.WORKLOADS.items():
         reqs, new = reuse.workload(cfg, name)
         keys = [x.media_bounds()[0][2] for x in reqs]

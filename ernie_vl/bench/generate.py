@@ -290,7 +290,9 @@ def main(argv=None) -> int:
     return run(p.parse_args(argv))
 
 
-def run(a: argparse.Namespace) -> int:
+def setup(a: argparse.Namespace):
+    """From a benchmark's options (`threads`, `device`, `dtype`, `shape`, `compare`): (device, dtype — float32 on
+    CPU, bfloat16 on CUDA unless asked —, the shape's config, our model, transformers' sharing its weights or None)."""
     if a.threads:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
@@ -299,13 +301,21 @@ def run(a: argparse.Namespace) -> int:
     cfg = _config(a.shape)
     torch.manual_seed(0)
     ours, ref = build_models(cfg, dtype, device, a.compare == "hf")
+    return device, dtype, cfg, ours, ref
+
+
+def machine(device) -> dict:
+    return {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None, "date": time.strftime("%Y-%m-%d")}
+
+
+def run(a: argparse.Namespace) -> int:
+    device, dtype, cfg, ours, ref = setup(a)
     reqs = workload(cfg, a.batch)
     result = {
         "workload": {"shape": a.shape, "batch": a.batch, "prompt_tokens": reqs[0].num_prompt_tokens,
                      "new_tokens": NEW_TOKENS, "dtype": str(dtype).replace("torch.", ""), "device": str(device)},
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
-                    "date": time.strftime("%Y-%m-%d")},
+        "machine": machine(device),
         "ceilings": ceilings(device, dtype),
     }
     ours_once = ours_runner(ours, reqs, device, a.decode)

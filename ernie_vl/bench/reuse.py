@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import torch
 from ..engine import Engine
 from ..generation import GenerationSettings
 from ..inputs import ModelInputs
-from .generate import SHAPES, _config, _hf_inputs, _sync, best_of, build_models, check_parity
+from .generate import SHAPES, _hf_inputs, _sync, best_of, check_parity, machine, setup
 
 WORKLOADS = {  # media per sample group, questions per medium, text before/after the medium, options, new tokens
     "mmbench": dict(kind="image", grid=(1, 32, 32), groups=4, questions=4, before=0, shared_after=60, own=40, new=8),
@@ -117,23 +116,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    device = torch.device(a.device)
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(a.dtype or "", None)
-    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    cfg = _config(a.shape)
-    torch.manual_seed(0)
-    ours, ref = build_models(cfg, dtype, device, a.compare == "hf")
-    machine = {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-               "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None, "date": time.strftime("%Y-%m-%d")}
+    device, dtype, cfg, ours, ref = setup(a)
     results, failed = [], False
     for name in a.workload or sorted(WORKLOADS):
         reqs, new_tokens = workload(cfg, name)
         result = {"workload": {"name": name, "shape": a.shape, "samples": len(reqs), "new_tokens": new_tokens,
                                "prompt_tokens": sum(r.num_prompt_tokens for r in reqs),
                                "dtype": str(dtype).replace("torch.", ""), "device": str(device), **WORKLOADS[name]},
-                  "machine": machine}
+                  "machine": machine(device)}
         runners = {"with_reuse": _ours(ours, reqs, new_tokens, device, True),
                    "without_reuse": _ours(ours, reqs, new_tokens, device, False)}
         if ref is not None:
