@@ -18,6 +18,7 @@ from . import chat as chatlib
 from .chat import DEFAULT_CHAT_TEMPLATE
 from .errors import PlaceholderMismatchError, ProcessingError
 from .inputs import MediaTokens, ModelInputs
+from .media_cache import ProcessedMediaCache
 from .processor_files import PACKAGED_FONT, _load_chat_template, _read_json
 from .image import ImageProcessor, ImageProcessorConfig, flatten_images
 from .tokenizer import Tokenizer
@@ -67,6 +68,7 @@ class Processor:
         self.image_processor = image_processor or ImageProcessor()
         self.video_processor = video_processor or VideoProcessor(font_path=PACKAGED_FONT)
         self.chat_template = chat_template or tokenizer.chat_template or DEFAULT_CHAT_TEMPLATE
+        self.media_cache: ProcessedMediaCache | None = None  # set to reuse processed media across calls
         for name in ("image", "video"):
             for part in ("token", "start_token", "end_token"):
                 attr = f"{name}_{part}"
@@ -188,13 +190,19 @@ class Processor:
         out_videos: dict[str, Any] = {}
         if image_list:
             names = [f"{prefix}image {i}{_media_name(x)}" for i, x in enumerate(image_list)]
-            out_images = self.image_processor(image_list, sources=names)
+            run = lambda idx: self.image_processor([image_list[i] for i in idx], sources=[names[i] for i in idx])  # noqa: E731
+            out_images = self.media_cache.process("image", image_list, run) if self.media_cache is not None else run(
+                range(len(image_list)))
         if video_list:
             names = [f"{prefix}video {i}{_media_name(x)}" for i, x in enumerate(video_list)]
-            out_videos = self.video_processor(
-                video_list, video_metadata=video_metadata, num_frames=num_frames, fps=fps, min_frames=min_frames,
-                max_frames=max_frames, do_sample_frames=do_sample_frames, draw_on_frames=draw_on_frames, sources=names,
-            )  # fmt: skip
+            sampling = dict(num_frames=num_frames, fps=fps, min_frames=min_frames, max_frames=max_frames,
+                            do_sample_frames=do_sample_frames, draw_on_frames=draw_on_frames)
+            run = lambda idx: self.video_processor(  # noqa: E731
+                [video_list[i] for i in idx], video_metadata=video_metadata, sources=[names[i] for i in idx],
+                **sampling)
+            cache = self.media_cache if video_metadata is None else None  # given metadata: no identity to key on
+            out_videos = (cache.process("video", video_list, run, tuple(sorted(sampling.items()))) if cache is not None
+                          else run(range(len(video_list))))
 
         ids = self._tokenize_expanded(texts, out_images.get("image_grid_thw"), out_videos.get("video_grid_thw"))
         if truncation and max_length is not None:

@@ -165,7 +165,7 @@ def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: P
             fn_constructor_kwargs=dict(model_path=str(model_path), flavor=cfg.flavor, max_new_tokens=cfg.max_new_tokens,
                                        pack_rows=cfg.batch_size * cfg.pack_batches,
                                        pack_tokens=cfg.batch_tokens * cfg.pack_batches,
-                                       max_prompt_tokens=cfg.max_prompt_tokens),
+                                       max_prompt_tokens=cfg.max_prompt_tokens, reuse=cfg.reuse),
             batch_size=cfg.batch_size * cfg.pack_batches,
             batch_format="pyarrow",
             zero_copy_batch=True,

@@ -150,7 +150,7 @@ class PreprocessStage:
     """
 
     def __init__(self, model_path: str, flavor: str, max_new_tokens: int, pack_rows: int, pack_tokens: int,
-                 max_prompt_tokens: int | None = None):
+                 max_prompt_tokens: int | None = None, reuse: bool = True):
         trace("preprocess", "init_start")
         import torch
 
@@ -160,6 +160,10 @@ class PreprocessStage:
         torch.set_num_threads(1)  # many small ops; parallelism comes from the actor pool
         _yield_cpu_to_replicas()
         self.processor = Processor.from_pretrained(model_path)
+        if reuse:  # a medium several samples use is decoded and processed once per actor
+            from ernie_vl.media_cache import ProcessedMediaCache
+
+            self.processor.media_cache = ProcessedMediaCache()
         cfg = ModelConfig.from_file(model_path)
         limit = cfg.text.max_position_embeddings - max_new_tokens
         self.max_prompt_tokens = min(limit, max_prompt_tokens) if max_prompt_tokens else limit

@@ -240,3 +240,51 @@ def test_processor_pickles(ours, media):
     a = ours(text=f"{IMG_TOKEN}{VID_TOKEN}", images=imgs[:1], videos=vids[1:], return_tensors="pt")
     b = clone(text=f"{IMG_TOKEN}{VID_TOKEN}", images=imgs[:1], videos=vids[1:], return_tensors="pt")
     assert_outputs_equal(a, b)
+
+
+def test_processed_media_cache_reuses_a_medium_with_the_same_outputs(tmp_path):
+    """The same image bytes, the same video file with the same frame policy: processed once, outputs identical to
+    processing every time; another frame policy or other bytes are processed anew."""
+    import io
+
+    import av
+    import numpy as np
+    from PIL import Image
+
+    from ernie_vl.media_cache import ProcessedMediaCache
+
+    d = tmp_path / "ckpt"
+    write_processor_files(d)
+    from ernie_vl.tokenizer_tiny import write_tiny_tokenizer
+
+    write_tiny_tokenizer(d)
+    proc = Processor.from_pretrained(d)
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 90, 3), dtype=np.uint8)).save(buf, "PNG")
+    image = buf.getvalue()
+    video = tmp_path / "v.mp4"
+    with av.open(str(video), "w") as c:
+        s = c.add_stream("mpeg4", rate=8)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(12):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * i, np.uint8), format="rgb24")
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+    def ask(question, **kw):
+        msgs = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "video", "video": str(video)},
+                                             {"type": "text", "text": question}]}]
+        return proc.prepare(msgs, video_sampling=kw, with_metadata=True)
+
+    plain = [ask(q, num_frames=4) for q in ("a?", "b?")]
+    proc.media_cache = ProcessedMediaCache()
+    cached = [ask(q, num_frames=4) for q in ("a?", "b?")]
+    assert proc.media_cache.hits == 2 and len(proc.media_cache) == 2  # the second question took both from the cache
+    for (x, mx), (y, my) in zip(plain, cached):
+        assert torch.equal(x.images.pixels, y.images.pixels) and torch.equal(x.videos.pixels, y.videos.pixels)
+        assert x.images.keys == y.images.keys and torch.equal(x.input_ids, y.input_ids)
+        assert [m.frames_indices for m in mx] == [m.frames_indices for m in my]
+    ask("c?", num_frames=6)  # another frame policy: the video is processed again
+    assert proc.media_cache.hits == 3 and len(proc.media_cache) == 3
