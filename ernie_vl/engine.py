@@ -7,7 +7,7 @@ the padded prompt tokens stay within `max_batch_tokens`; a sequence that finishe
 waiting requests are prefilled into it while the others keep decoding. The decode step runs eager on CPU and is
 captured once in a CUDA graph and replayed on CUDA (`decode_step.DecodeStep`); the next requests' images and videos
 are encoded while the current batch decodes (`vision_ahead.VisionAhead`, default on CUDA), each distinct medium once
-while it stays in the engine's `FeatureCache` (`reuse`, on by default: benchmarks ask several questions per image).
+while it stays in the engine's feature cache (`reuse`, on by default: benchmarks ask several questions per image).
 
 Expert-parallel ranks (`group` set) admit a call's requests in one prefill and then step in lockstep with the other
 ranks (see `slots`), so every rank runs the same number of prefills and decode steps.
@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from .feature_cache import FeatureCache
+from .byte_lru import ByteLRU
 from .generation import Generated, GenerationSettings
 from .inputs import ModelInputs
 from .prefix import PrefixCache, prefix_signature
@@ -65,7 +65,7 @@ class Engine:
         `decode`: how the decode step runs (see `decode_step.DecodeStep`); "auto" = $ERNIE_VL_DECODE if set, else
         "graph" on CUDA and "eager" on CPU. `vision_ahead`: encode the images/videos of the next requests while the
         current batch decodes; default: on CUDA, where it overlaps. `reuse`: keep encoded vision features in a
-        `FeatureCache` of `feature_cache_bytes` across calls, so each distinct medium is encoded once, and prefill a
+        cache of `feature_cache_bytes` across calls, so each distinct medium is encoded once, and prefill a
         prompt prefix of at least `min_prefix` tokens (media included) once for the requests that share it — admitted
         together, or later from the keys and values of earlier prompts kept in a `PrefixCache` of
         `prefix_cache_bytes`; waiting requests are ordered so that those sharing media are admitted together. Off:
@@ -78,10 +78,8 @@ class Engine:
                                      release_when_idle=False, group=group,  # kept: its cache and compiled step
                                      min_prefix=min_prefix if reuse else 0,
                                      prefix_cache=PrefixCache(prefix_cache_bytes) if reuse else None)
-        self.reuse = reuse
-        self.decode_mode = self.batch.decode_mode
         self.vision_ahead = model.device.type == "cuda" if vision_ahead is None else vision_ahead
-        self.features = FeatureCache(feature_cache_bytes) if reuse else None
+        self.features = ByteLRU(feature_cache_bytes) if reuse else None  # vision features by content key
         self.stats = {"prefill_s": 0.0, "decode_s": 0.0, "decode_steps": 0,  # accumulated over calls
                       "media_encoded": 0, "media_reused": 0}
 
@@ -120,7 +118,7 @@ class Engine:
         if settings.max_new_tokens <= 0 or n == 0:
             return empty
         batch.reserve(min(self.max_batch_size, n), need)
-        if self.reuse:  # pop() = requests sharing media and first tokens together, longest first among them
+        if self.features is not None:  # reuse on: pop() = requests sharing media and first tokens together, longest first among them
             waiting = sorted(range(n), key=lambda i: (prefix_signature(requests[i]), -requests[i].num_prompt_tokens))[::-1]
         else:  # pop() = longest first
             waiting = sorted(range(n), key=lambda i: -requests[i].num_prompt_tokens)[::-1]
@@ -148,7 +146,7 @@ class Engine:
                     yield list(emitted)
                     emitted.clear()
         self.stats["media_encoded"] += encoder.encoded
-        self.stats["media_reused"] += encoder.reused
+        self.stats["media_reused"] += sum(encoder.reused_by_request.values())
         self.stats.update(batch.stats)
         return results
 

@@ -216,19 +216,14 @@ def load_sharded_model(path: str | Path | None, rank: int, placement: Placement,
 
 
 # ------------------------------------------------------------------------------------------------ lockstep helpers
-def _empty_exchange(model, pools: tuple[str, ...]) -> None:
+def idle_prefill(model) -> None:
+    """The collectives of a prefill, with nothing to send (every pool, in layer order): for a rank without requests."""
     t = model.config.text
     x = torch.empty(0, t.hidden_size, dtype=model.dtype, device=model.device)
     idx = torch.empty(0, t.moe_k, dtype=torch.long, device=model.device)
     w = torch.empty(0, t.moe_k, dtype=model.dtype, device=model.device)
-    for pool, name in _pools(model):
-        if name in pools:
-            pool.experts(x, idx, w)
-
-
-def idle_prefill(model) -> None:
-    """The collectives of a prefill, with nothing to send: for a rank without requests."""
-    _empty_exchange(model, ("text", "vision"))
+    for pool, _ in _pools(model):
+        pool.experts(x, idx, w)
 
 
 @contextmanager

@@ -63,13 +63,12 @@ class MediaTokens:
 class VisionBatch:
     """Pixel rows of several images (or videos) with the host-side metadata the vision tower and resampler use.
 
-    pixels [N, C*14*14]; grid_thw [n, 3] int64 (t, h, w in patches); grids: the same as Python tuples;
+    pixels [N, C*14*14]; grids: (t, h, w) in patches per item (`grid_thw`: the same as an int64 [n, 3] tensor);
     patch_pos [N, 2] (row, col) of every patch row; segments (offset, frames, patches per frame) per item;
     pair_first / pair_second [M]: merged-row indices of each output token's two frames; tokens [n] per item;
-    keys [n]: a content hash per item (kind, grid and the processed pixel rows), the key of `feature_cache`."""
+    keys [n]: a content hash per item (kind, grid and the processed pixel rows), the key of the engine's feature cache."""
 
     pixels: torch.Tensor
-    grid_thw: torch.Tensor
     grids: list[tuple[int, int, int]]
     patch_pos: torch.Tensor
     segments: list[tuple[int, int, int]]
@@ -110,7 +109,7 @@ class VisionBatch:
             tokens.append(len(pairs) * per_frame)
         empty = torch.zeros(0, dtype=torch.long)
         return cls(
-            pixels, grid_thw, grids, vision_patch_positions(grid_thw, merge) if grids else torch.zeros(0, 2, dtype=torch.long),
+            pixels, grids, vision_patch_positions(grid_thw, merge) if grids else torch.zeros(0, 2, dtype=torch.long),
             segments, torch.cat(first) if first else empty, torch.cat(second) if second else empty, tokens, keys,
             kind, merge, temporal,
         )
@@ -135,8 +134,7 @@ class VisionBatch:
             off += p.pixels.shape[0]
             row += p.pixels.shape[0] // p.merge**2
         return cls(
-            torch.cat([p.pixels for p in parts]), torch.cat([p.grid_thw for p in parts]),
-            [g for p in parts for g in p.grids], torch.cat([p.patch_pos for p in parts]), segs,
+            torch.cat([p.pixels for p in parts]), [g for p in parts for g in p.grids], torch.cat([p.patch_pos for p in parts]), segs,
             torch.cat(firsts), torch.cat(seconds), [n for p in parts for n in p.tokens],
             [k for p in parts for k in p.keys], parts[0].kind, parts[0].merge, parts[0].temporal,
         )
@@ -144,6 +142,10 @@ class VisionBatch:
     @property
     def num_tokens(self) -> int:
         return sum(self.tokens)
+
+    @property
+    def grid_thw(self) -> torch.Tensor:
+        return torch.tensor(self.grids, dtype=torch.long).reshape(-1, 3)
 
     def to(self, device, non_blocking: bool = False) -> "VisionBatch":
         move = lambda x: x.to(device, non_blocking=non_blocking)  # noqa: E731

@@ -10,12 +10,12 @@ such a prefix once and gives each request its keys and values (see `slots`).
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import hashlib
 from dataclasses import dataclass
 
 import torch
 
-
+from .byte_lru import ByteLRU, tensor_bytes
 from .inputs import ModelInputs
 
 
@@ -58,9 +58,6 @@ def prefix_signature(x: ModelInputs, n: int = 16) -> tuple:
     return (bounds[0][2] if bounds else "", tuple(x.input_ids[:n].tolist()))
 
 
-
-
-
 @dataclass
 class PromptKey:
     """What identifies a prompt's prefix: its token ids and its media (start, end, content key), without pixels."""
@@ -79,48 +76,30 @@ class PromptKey:
     def media_bounds(self) -> list:
         return self.bounds
 
+    def digest(self) -> str:
+        data = self.input_ids.cpu().numpy().tobytes() + repr(self.bounds).encode()
+        return hashlib.blake2b(data, digest_size=16).hexdigest()
 
-class PrefixCache:
-    """Keys and values of earlier prompts (one `KVCache` row each), bounded in bytes, least recently used out first.
-    `lookup` finds the entry sharing the longest prefix with a new prompt."""
+
+class PrefixCache(ByteLRU):
+    """Keys and values of earlier prompts (one `KVCache` row each) under their `PromptKey`, bounded in bytes and
+    entries (`ByteLRU`). `lookup` finds the entry sharing the longest prefix with a new prompt."""
 
     def __init__(self, max_bytes: int = 1 << 30, max_entries: int = 256):
-        self.max_bytes, self.max_entries = max_bytes, max_entries
-        self.bytes = 0
-        self.hits = 0
-        self._entries: OrderedDict[int, tuple[PromptKey, object, int]] = OrderedDict()
-        self._next = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        super().__init__(max_bytes, max_entries)
 
     def lookup(self, x: ModelInputs, min_tokens: int):
         """(shared tokens, the entry's KVCache) for the longest match of at least `min_tokens`, else (0, None)."""
         best, found = 0, None
-        for key, (prompt, kv, _) in self._entries.items():
+        for key, (prompt, _) in self.items():
             p = shared_prefix(prompt, x, a_is_stored=True)
             if p > best:
                 best, found = p, key
         if found is None or best < min_tokens:
             return 0, None
-        self._entries.move_to_end(found)
-        self.hits += 1
-        return best, self._entries[found][1]
+        return best, self.get(found)[1]
 
     def store(self, x: ModelInputs, kv) -> None:
         """Keep `kv` (a one-row KVCache holding `x`'s prompt) for later prompts; an equal prompt replaces its entry."""
         prompt = PromptKey.of(x)
-        for key, (old, _, size) in list(self._entries.items()):
-            if old.num_prompt_tokens == prompt.num_prompt_tokens and old.bounds == prompt.bounds \
-                    and torch.equal(old.input_ids, prompt.input_ids):
-                del self._entries[key]
-                self.bytes -= size
-        size = kv.k_LBGCD.numel() * kv.k_LBGCD.element_size() * 2
-        if size > self.max_bytes:
-            return
-        self._entries[self._next] = (prompt, kv, size)
-        self._next += 1
-        self.bytes += size
-        while self.bytes > self.max_bytes or len(self._entries) > self.max_entries:
-            _, (_, _, gone) = self._entries.popitem(last=False)
-            self.bytes -= gone
+        self.put(prompt.digest(), (prompt, kv), tensor_bytes(kv.k_LBGCD, kv.v_LBGCD))

@@ -1,5 +1,5 @@
 """Vision features of the requests a continuous batch will admit, encoded before their prefill (and, with a
-`FeatureCache`, once per distinct medium): `ContinuousBatch.admit(rows, features)` takes them.
+`ByteLRU` keyed by `VisionBatch.keys`, once per distinct medium): `ContinuousBatch.admit(rows, features)` takes them.
 
 `launch(upcoming)` encodes requests ahead: on CUDA on a side stream, so the vision tower's matmuls overlap the decode
 steps' weight reads (elsewhere it is the same work done earlier); `take(admit)` returns the features of a prefill,
@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import torch
 
-from .feature_cache import FeatureCache
+from .byte_lru import ByteLRU, tensor_bytes
 from .inputs import ModelInputs, VisionBatch
 
 KINDS = ("images", "videos")
 
 
 class VisionAhead:
-    def __init__(self, model, requests: list[ModelInputs], cache: FeatureCache | None = None, overlap: bool = True):
+    def __init__(self, model, requests: list[ModelInputs], cache: ByteLRU | None = None, overlap: bool = True):
         self.model, self.requests, self.cache = model, requests, cache
         self.feats: dict[int, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
         self.stream = torch.cuda.Stream(model.device) if overlap and model.device.type == "cuda" else None
-        self.encoded = self.reused = 0  # media items run through the vision tower / served from the cache
+        self.encoded = 0  # media items run through the vision tower
         self.reused_by_request: dict[int, int] = {}  # request index -> its media items not encoded for it
 
     def _encode(self, todo: list[int]) -> None:
@@ -64,14 +64,13 @@ class VisionAhead:
             todo = list(missing.values())
             for k, f in zip(missing, self.model.encode(VisionBatch.cat(todo)).split([v.num_tokens for v in todo])):
                 fresh[k] = f
-                self.cache.put(k, f)
+                self.cache.put(k, f, tensor_bytes(f))
         reused, owned = [], set()
         for v in batches:
             mine = [k for k in v.keys if k in missing and k not in owned]
             owned.update(mine)
             reused.append(len(v.keys) - len(mine))
         self.encoded += len(missing)
-        self.reused += sum(reused)
         return [torch.cat([fresh[k] for k in v.keys]) for v in batches], reused
 
     def launch(self, upcoming: list[int]) -> None:

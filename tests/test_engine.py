@@ -128,18 +128,23 @@ def test_each_medium_is_encoded_once_across_calls(tiny_dir):
     assert (engine.features.hits, engine.features.misses, len(engine.features)) == (2, 2, 2)
 
 
-def test_feature_cache_is_bounded_in_bytes_and_evicts_least_recently_used():
-    from ernie_vl.feature_cache import FeatureCache
+def test_byte_lru_is_bounded_and_evicts_least_recently_used():
+    from ernie_vl.byte_lru import ByteLRU, tensor_bytes
 
-    cache = FeatureCache(max_bytes=3 * 400)  # three entries of 100 float32
+    cache = ByteLRU(max_bytes=3 * 400, max_entries=4)  # three entries of 100 float32
     for k in "abc":
-        cache.put(k, torch.zeros(100))
+        cache.put(k, torch.zeros(100), tensor_bytes(torch.zeros(100)))
     assert cache.get("a") is not None  # a is now the most recently used
-    cache.put("d", torch.zeros(100))
+    cache.put("d", torch.zeros(100), 400)
     assert "b" not in cache and all(k in cache for k in "acd") and cache.bytes == 1200
-    cache.put("huge", torch.zeros(1000))  # larger than the whole budget: not kept, nothing evicted
+    cache.put("huge", torch.zeros(1000), 4000)  # larger than the whole budget: not kept, nothing evicted
     assert "huge" not in cache and len(cache) == 3
     assert cache.get("b") is None and (cache.hits, cache.misses) == (1, 1)
+    cache.put("a", torch.ones(10), 40)  # the same key replaces its entry and its size
+    assert cache.bytes == 840 and [k for k, _ in cache.items()] == ["c", "d", "a"]
+    for k in "efg":  # the entry bound
+        cache.put(k, None, 1)
+    assert len(cache) == 4 and "c" not in cache and "d" not in cache
 
 
 def test_failed_compilation_falls_back_to_the_same_step(tiny_dir):
