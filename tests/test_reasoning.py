@@ -1,0 +1,56 @@
+"""The reasoning/answer split, whole and streamed: every way of cutting a text into pieces gives the whole split."""
+
+import itertools
+
+import pytest
+
+from ernie_vl.reasoning import ReasoningStream, split_reasoning
+
+TEXTS = [
+    "The square is red.\n</think>\n\nRed",
+    "<think>\nLet me look.\nThe square is red.\n</think>\n\nThe answer is B.",
+    "thinking until the budget ends, no close marker\n",
+    "a </thi that is not a marker\n\nstill thinking</think>answer with </think> inside",
+    "\n\n</think>\n\nanswer only",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_whole_split(text):
+    s = split_reasoning(text, thinking=True)
+    if "</think>" in text:
+        assert s.closed and "</think>" not in s.reasoning
+        assert text.endswith(s.answer)
+    else:
+        assert not s.closed and s.answer == ""
+    off = split_reasoning(text, thinking=False)
+    assert off.reasoning is None and off.answer == text
+
+
+def test_whole_split_values():
+    s = split_reasoning("<think>\nLet me look.\n</think>\n\nB", thinking=True)
+    assert (s.reasoning, s.answer, s.closed) == ("Let me look.", "B", True)
+    s = split_reasoning("Let me look at the", thinking=True)
+    assert (s.reasoning, s.answer, s.closed) == ("Let me look at the", "", False)
+
+
+@pytest.mark.parametrize("text", TEXTS)
+@pytest.mark.parametrize("thinking", [True, False])
+def test_stream_equals_whole(text, thinking):
+    whole = split_reasoning(text, thinking)
+    cuts_seen = 0
+    for n_cuts in (1, 2, 3):
+        for cuts in itertools.combinations(range(1, len(text)), min(n_cuts, max(len(text) - 1, 0))):
+            bounds = (0, *cuts, len(text))
+            stream, r, a = ReasoningStream(thinking), "", ""
+            for lo, hi in zip(bounds, bounds[1:]):
+                dr, da = stream.feed(text[lo:hi])
+                r, a = r + dr, a + da
+            dr, da = stream.finish()
+            r, a = r + dr, a + da
+            assert (r, a) == (whole.reasoning or "", whole.answer), (text, bounds)
+            cuts_seen += 1
+            if n_cuts > 1 and cuts_seen > 3000:
+                break
+    assert cuts_seen > 0
