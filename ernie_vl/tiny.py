@@ -69,8 +69,11 @@ def make_tiny(
     layout: str = "hf",
     dtype: torch.dtype = torch.float32,
     max_shard_bytes: int = 256 << 10,
+    edit_state=None,
 ) -> Path:
-    """Write a tiny random checkpoint folder (several shards, to exercise the index). Returns `dst`."""
+    """Write a tiny random checkpoint folder (several shards, to exercise the index). Returns `dst`.
+    `edit_state(state, dst)`: changes the random weights (fused HF layout, float32) in place before they are written,
+    with the tokenizer already in `dst` (tests craft checkpoints that write a chosen text this way)."""
     from .processor_files import write_processor_files
     from .tokenizer_tiny import write_tiny_tokenizer
     from .weight_map import to_original
@@ -102,7 +105,10 @@ def make_tiny(
         "do_sample": False,
     }
     (dst / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
-    items = iter(random_state(cfg, seed).items())
+    state = random_state(cfg, seed)
+    if edit_state is not None:
+        edit_state(state, dst)
+    items = iter(state.items())
     if layout == "original":
         items = to_original(items, cfg.text.moe_num_experts)
     write_shards(items, dst, max_shard_bytes=max_shard_bytes, dtype=dtype)

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from ernie_vl.reasoning import ReasoningStream, split_reasoning
+from ernie_vl.reasoning import ReasoningStream, Split, split_reasoning
 
 TEXTS = [
     "The square is red.\n</think>\n\nRed",
@@ -54,3 +54,23 @@ def test_stream_equals_whole(text, thinking):
             if n_cuts > 1 and cuts_seen > 3000:
                 break
     assert cuts_seen > 0
+
+
+def test_scripted_checkpoint_writes_its_script(tmp_path):
+    """The crafted checkpoint the reasoning tests use really generates its script through the model and engine."""
+    from scripted_model import make_scripted
+
+    from ernie_vl.engine import Engine
+    from ernie_vl.generation import GenerationSettings
+    from ernie_vl.processor import Processor
+    from ernie_vl.weights import load_model
+
+    path = make_scripted(tmp_path / "ckpt", " The color is red.\n</think>B")
+    proc, model = Processor.from_pretrained(path), load_model(path)
+    x = proc.prepare([{"role": "user", "content": "What colour is the square?"}], enable_thinking=True)
+    out = Engine(model).generate([x], GenerationSettings.from_checkpoint(path))[0]
+    text = proc.tokenizer.decode(out.tokens, skip_special_tokens=True)
+    assert out.finish_reason == "stop"
+    assert split_reasoning(text, thinking=True) == Split("The color is red.", "B", True)
+    with pytest.raises(ValueError, match="repeat"):
+        make_scripted(tmp_path / "bad", "red red red")
