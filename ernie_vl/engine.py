@@ -44,15 +44,19 @@ class _Request:
     def __init__(self, i: int, inputs: ModelInputs, settings: GenerationSettings, results: list, emitted: list):
         self.i, self.inputs, self.settings, self.results, self.emitted = i, inputs, settings, results, emitted
         self.tokens: list[int] = []
+        self.logprobs: list | None = [] if settings.logprobs is not None else None
         self.t0 = time.perf_counter()
         self.reused_prompt_tokens = self.reused_media = 0
 
-    def on_token(self, token: int, finish: str | None) -> bool:
+    def on_token(self, token: int, finish: str | None, logprobs=None) -> bool:
         self.tokens.append(token)
         self.emitted.append((self.i, token))
+        if logprobs is not None:
+            self.logprobs.append(logprobs)
         if finish is not None:
             self.results[self.i] = Generated(self.tokens, finish, self.inputs.num_prompt_tokens,
-                                             time.perf_counter() - self.t0, self.reused_prompt_tokens, self.reused_media)
+                                             time.perf_counter() - self.t0, self.reused_prompt_tokens, self.reused_media,
+                                             self.logprobs)
         return False
 
 

@@ -25,15 +25,30 @@ class GenerationSettings:
     seed: int = 0  # a sampling row's own torch.Generator is seeded with it: same seed, same tokens
     eos_token_id: tuple[int, ...] = ()
     pad_token_id: int = 0  # fills padded prompt positions (masked: it changes no result)
+    # Penalties (`sampling.penalize`), applied before temperature/top-k/top-p and before a greedy choice:
+    # OpenAI's presence/frequency penalties over the generated tokens, and the CTRL repetition penalty
+    # (transformers' RepetitionPenaltyLogitsProcessor, vLLM's repetition_penalty) over prompt and generated tokens.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logprobs: int | None = None  # None: none; k >= 0: each token's log-probability and the k most likely tokens'
 
     def __post_init__(self):
         if self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.logprobs is not None and self.logprobs < 0:
+            raise ValueError(f"logprobs must be None or >= 0, got {self.logprobs}")
         object.__setattr__(self, "eos_token_id", tuple(int(e) for e in self.eos_token_id))
 
     @property
     def samples(self) -> bool:
         return self.do_sample and self.temperature > 0
+
+    @property
+    def penalized(self) -> bool:
+        return self.presence_penalty != 0 or self.frequency_penalty != 0 or self.repetition_penalty != 1
 
     def replace(self, **changes: Any) -> "GenerationSettings":
         return dataclasses.replace(self, **changes)
@@ -69,6 +84,7 @@ class Generated:
     latency_s: float
     reused_prompt_tokens: int = 0  # prompt tokens prefilled once for several requests and not again for this one
     reused_media: int = 0  # images/videos whose features were not encoded for this request
+    logprobs: list | None = None  # per token a `sampling.TokenLogprobs`, when the settings asked for them
 
 
 def finish_reason(token: int, n_tokens: int, settings: GenerationSettings) -> str | None:

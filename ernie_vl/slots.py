@@ -35,7 +35,7 @@ from .decode_step import DecodeStep, compile_decode, resolve_decode_mode
 from .generation import GenerationSettings, finish_reason
 from .inputs import ModelBatch, ModelInputs
 from .prefix import PrefixCache, group_by_prefix
-from .sampling import sample_next
+from .sampling import TokenCounts, sample_next, token_logprobs
 
 _BUCKET = 128  # fixed-shape steps round the cache capacity up to a multiple of this (fewer captures/compilations)
 
@@ -48,7 +48,8 @@ class Row(Protocol):
     reused_prompt_tokens: int  # set by `admit` before the first token: prompt tokens taken from a shared prefix
 
     def on_token(self, token: int, finish: str | None) -> bool:
-        """`finish` is "stop" (EOS), "length" (budget spent) or None; return True to stop the row now."""
+        """`finish` is "stop" (EOS), "length" (budget spent) or None; return True to stop the row now. A row whose
+        settings ask for log-probabilities is called with `logprobs=` its `sampling.TokenLogprobs` too."""
 
 
 def _bucketed(n: int, unit: int = _BUCKET) -> int:
@@ -183,6 +184,7 @@ class ContinuousBatch:
             self.lens[slot] = n
             self.gens[slot] = (torch.Generator(device=model.device).manual_seed(row.settings.seed)
                                if row.settings.samples else None)
+            self.penalties[slot] = None  # made from the first logits (`_record`)
         if self.prefix_cache is not None:
             for slot, row in zip(slots, rows):
                 n = row.inputs.num_prompt_tokens
@@ -269,22 +271,39 @@ class ContinuousBatch:
 
     def _free_slot(self, slot: int) -> None:
         self.rows[slot] = None
+        self.penalties[slot] = None
         self.lens[slot] = 0
         self._step.lengths[slot] = 0
 
     def _record(self, slots: list[int], idx: torch.Tensor, logits_BV: torch.Tensor) -> None:
-        """Pick the next token of `slots` (device index `idx`), with one device->host read, and hand them out."""
-        nxt = sample_next(logits_BV)  # greedy for every row, then the sampling rows with their own generators
+        """Pick the next token of `slots` (device index `idx`), with one device->host read, and hand them out.
+        Rows with penalties, sampling or log-probabilities take their own path here (the plain greedy rows add no
+        work and no host read)."""
+        nxt = sample_next(logits_BV)  # greedy for every row, then the rows that ask for more, one by one
+        logprobs = {}
         for j, slot in enumerate(slots):
             s = self.rows[slot].settings
-            if s.samples:
-                nxt[j] = sample_next(logits_BV[j:j + 1], True, s.temperature, s.top_k, s.top_p, self.gens[slot])[0]
+            if s.penalized or s.samples:
+                row_logits = logits_BV[j:j + 1]
+                if s.penalized:
+                    if self.penalties[slot] is None:
+                        self.penalties[slot] = TokenCounts(self.rows[slot].inputs.input_ids, row_logits.shape[-1],
+                                                           row_logits.device)
+                    row_logits = self.penalties[slot].penalize(row_logits, s)
+                nxt[j] = sample_next(row_logits, s.samples, s.temperature, s.top_k, s.top_p, self.gens[slot])[0]
+                if s.penalized:
+                    self.penalties[slot].add(nxt[j:j + 1])
+            if s.logprobs is not None:
+                logprobs[slot] = token_logprobs(logits_BV[j:j + 1], nxt[j:j + 1], s.logprobs)[0]
         self._step.tokens[idx] = nxt
         for slot, tok in zip(slots, nxt.tolist()):
             row = self.rows[slot]
             self.counts[slot] += 1
             finish = finish_reason(tok, self.counts[slot], row.settings)
-            halted = row.on_token(tok, finish)
+            if slot in logprobs:  # only rows that asked for log-probabilities take the keyword
+                halted = row.on_token(tok, finish, logprobs=logprobs[slot])
+            else:
+                halted = row.on_token(tok, finish)
             if finish is not None or halted:
                 self._free_slot(slot)
         if not self.active and self.release_when_idle:
@@ -296,6 +315,7 @@ class ContinuousBatch:
         self.counts: list[int] = []
         self.lens: list[int] = []  # tokens cached per slot, as the device's `lengths` holds them
         self.gens: list[torch.Generator | None] = []
+        self.penalties: list[TokenCounts | None] = []  # per slot, for rows with penalties
         self._step: DecodeStep | None = None
         self._active_list, self._active_idx = None, None
 
@@ -325,6 +345,7 @@ class ContinuousBatch:
         self.counts += [0] * grow
         self.lens += [0] * grow
         self.gens += [None] * grow
+        self.penalties += [None] * grow
 
 
 def _joined(per_row: list) -> dict:
