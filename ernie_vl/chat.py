@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import jinja2
 import jinja2.ext  # the templates use loopcontrols; importing the extension module is not implied by `import jinja2`
+import jinja2.meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import ChatFormatError
@@ -144,6 +145,19 @@ def compile_template(template: str) -> jinja2.Template:
     return env.from_string(template)
 
 
+_TEMPLATE_VARS: dict[str, frozenset[str]] = {}
+
+
+def template_variables(template: str) -> frozenset[str]:
+    """Undeclared variables of a template (those that ``**kwargs`` of apply_chat_template may set)."""
+    found = _TEMPLATE_VARS.get(template)
+    if found is None:
+        env = jinja2.Environment(extensions=["jinja2.ext.loopcontrols"])
+        found = frozenset(jinja2.meta.find_undeclared_variables(env.parse(template)))
+        _TEMPLATE_VARS[template] = found
+    return found
+
+
 def _plain(value: Any) -> Any:
     """JSON-like copy of template data; media objects (PIL images, arrays, bytes) become an inert string."""
     if value is None or type(value) in (str, int, float, bool):
@@ -196,7 +210,10 @@ def normalize_conversation(messages: Sequence[Mapping[str, Any]], source: str | 
 
 
 def validate_conversation(messages: Sequence[Mapping[str, Any]], source: str | None = None) -> None:
-    """Raise :class:`ChatFormatError` for parts the template would silently drop (unknown types, non-dict parts)."""
+    """Raise :class:`ChatFormatError` for parts the template would silently drop (unknown types, non-dict parts).
+
+    An image/video part naming no media (``{"type": "image"}``) is a placeholder: it renders as transformers renders
+    it, and its media go to the processor apart (``images=``/``videos=``)."""
     for i, msg in enumerate(messages):
         role = msg.get("role")
         if not isinstance(role, str):
@@ -216,13 +233,6 @@ def validate_conversation(messages: Sequence[Mapping[str, Any]], source: str | N
             elif ptype in IMAGE_PART_TYPES or ptype in VIDEO_PART_TYPES:
                 if role == "assistant":
                     raise ChatFormatError(f"message {i} part {j}: assistant messages cannot hold {ptype} parts", source)
-                keys = IMAGE_KEYS if ptype in IMAGE_PART_TYPES else VIDEO_KEYS
-                if ptype in ("image_url", "video_url"):
-                    keys = (*keys, ptype)
-                if not any(k in part for k in keys):
-                    raise ChatFormatError(
-                        f"message {i} part {j} ({ptype}) has none of the keys {list(keys)} naming its media", source
-                    )
             else:
                 raise ChatFormatError(
                     f"message {i} part {j} has unknown type {ptype!r} (expected text, image, image_url, video, video_url)",
@@ -257,7 +267,8 @@ def collect_media(messages: Sequence[Mapping[str, Any]]) -> tuple[list[Any], lis
     """Images and videos referenced by the message parts, in conversation order.
 
     An image part contributes the values of its ``image``/``url``/``path``/``base64`` keys (``image_url`` after
-    normalization), a video part those of ``video``/``url``/``path`` — exactly what transformers collects.
+    normalization), a video part those of ``video``/``url``/``path`` — exactly what transformers collects; a
+    placeholder part (no such key) contributes nothing.
     """
     images: list[Any] = []
     videos: list[Any] = []

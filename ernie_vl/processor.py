@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import jinja2.meta
 import torch
 
 from . import chat as chatlib
@@ -30,7 +29,7 @@ from .video import VideoProcessor, VideoProcessorConfig, flatten_videos
 TEXT_KWARGS = ("padding", "truncation", "max_length", "padding_side", "return_tensors", "add_special_tokens",
                "return_attention_mask", "return_token_type_ids")  # fmt: skip
 VIDEO_KWARGS = ("num_frames", "fps", "min_frames", "max_frames", "do_sample_frames", "draw_on_frames", "video_metadata",
-                "return_metadata")  # fmt: skip
+                "return_metadata", "short_video")  # fmt: skip
 
 
 class ProcessorOutput(dict):
@@ -153,6 +152,7 @@ class Processor:
         max_frames: int | None = None,
         do_sample_frames: bool | None = None,
         draw_on_frames: bool | None = None,
+        short_video: str | None = None,
         return_positions: bool = False,
         source: str | None = None,
         **kwargs: Any,
@@ -161,6 +161,8 @@ class Processor:
 
         ``source`` names the sample in errors (e.g. a benchmark sample id). ``return_positions=True`` adds the 3-D
         rope ``position_ids`` ``[3, B, S]`` and ``rope_deltas`` ``[B, 1]`` (needs ``return_tensors="pt"``).
+        ``short_video``: how to sample a video with fewer frames than ``num_frames`` (a rule of
+        ``video_sampling.SHORT_VIDEO_RULES``; None: an error, as in the reference).
         """
         kwargs.pop("add_special_tokens", None)  # no-op: the ERNIE tokenizer adds no special tokens
         kwargs.pop("return_token_type_ids", None)
@@ -196,7 +198,7 @@ class Processor:
         if video_list:
             names = [f"{prefix}video {i}{_media_name(x)}" for i, x in enumerate(video_list)]
             sampling = dict(num_frames=num_frames, fps=fps, min_frames=min_frames, max_frames=max_frames,
-                            do_sample_frames=do_sample_frames, draw_on_frames=draw_on_frames)
+                            do_sample_frames=do_sample_frames, draw_on_frames=draw_on_frames, short_video=short_video)
             run = lambda idx: self.video_processor(  # noqa: E731
                 [video_list[i] for i in idx], video_metadata=video_metadata, sources=[names[i] for i in idx],
                 **sampling)
@@ -349,14 +351,15 @@ class Processor:
 
         ``tokenize=False``: the prompt string (list of strings for a batch). ``tokenize=True``: the processor runs on
         the prompt(s) with the images/videos of the messages (parts ``{"type": "image", "image"|"url"|"path"|
-        "base64": ...}``, ``{"type": "video", "video"|"url"|"path": ...}``, OpenAI ``image_url``/``video_url``);
+        "base64": ...}``, ``{"type": "video", "video"|"url"|"path": ...}``, OpenAI ``image_url``/``video_url``), or
+        with ``images=``/``videos=`` given here (placeholder parts ``{"type": "image"}`` name no media);
         returns ``input_ids`` (list of lists, or ``[B, S]`` with ``return_tensors="pt"``), or the whole
         :class:`ProcessorOutput` with ``return_dict=True``. Keyword arguments that the template uses
         (e.g. ``enable_thinking``) go to the template; processor arguments (``padding``, ``fps``, ``num_frames``, ...)
         may be given directly or in ``processor_kwargs``.
         """
         template = chat_template or self.chat_template
-        template_vars = _template_variables(template)
+        template_vars = chatlib.template_variables(template)
         proc_kwargs = dict(processor_kwargs or {})
         tmpl_kwargs = {}
         for k, v in kwargs.items():
@@ -386,8 +389,10 @@ class Processor:
             proc_kwargs.get("fps") is not None or proc_kwargs.get("num_frames") is not None
         ):
             proc_kwargs["do_sample_frames"] = True
-        if "images" in proc_kwargs:
+        if "images" in proc_kwargs:  # media given apart from the messages (placeholder parts name none)
             all_images = list(proc_kwargs.pop("images"))
+        if "videos" in proc_kwargs:
+            all_videos = list(proc_kwargs.pop("videos"))
         out = self(
             text=prompts,
             images=all_images or None,
@@ -475,15 +480,3 @@ def _media_name(x: Any) -> str:
         return f" ({s if len(s) < 120 else s[:50] + '...'})"
     return ""
 
-
-_TEMPLATE_VARS: dict[str, frozenset[str]] = {}
-
-
-def _template_variables(template: str) -> frozenset[str]:
-    """Undeclared variables of a template (those that ``**kwargs`` of apply_chat_template may set)."""
-    found = _TEMPLATE_VARS.get(template)
-    if found is None:
-        env = jinja2.Environment(extensions=["jinja2.ext.loopcontrols"])
-        found = frozenset(jinja2.meta.find_undeclared_variables(env.parse(template)))
-        _TEMPLATE_VARS[template] = found
-    return found

@@ -267,6 +267,7 @@ class VideoProcessor:
         do_sample_frames: bool | None = None,
         draw_on_frames: bool | None = None,
         sources: Sequence[str] | None = None,
+        short_video: str | None = None,
     ) -> dict[str, Any]:
         cfg = self.config
         do_sample = cfg.do_sample_frames if do_sample_frames is None else do_sample_frames
@@ -278,6 +279,7 @@ class VideoProcessor:
             fps=fps if fps is not None else cfg.fps,
             min_frames=min_frames if min_frames is not None else cfg.min_frames,
             max_frames=max_frames if max_frames is not None else cfg.max_frames,
+            short_video=short_video,  # a rule for videos shorter than num_frames (video_sampling.SHORT_VIDEO_RULES)
         )
         items = flatten_videos(videos)
         if not items:
@@ -443,16 +445,19 @@ class VideoProcessor:
 
         if plan.get("opened") is not None:
             indices = meta.frames_indices
-            position = {idx: k for k, idx in enumerate(indices)}
+            positions: dict[int, list[int]] = {}  # a short video's sampling may repeat a frame (ascending indices)
+            for k, idx in enumerate(indices):
+                positions.setdefault(idx, []).append(k)
 
             def decoded_and_drawn():
                 # Runs in the decode thread when there is one: decoding releases the GIL and drawing holds it,
                 # while this thread's resize/normalize release it, so the two overlap.
                 for idx, arr in plan["opened"].frames(indices):
-                    k = position[idx]
+                    ks = positions[idx]
                     if draw:
-                        self.drawer.draw(arr, texts[k], src)  # arr is a fresh decoded frame (ours to draw on)
-                    yield k, arr
+                        self.drawer.draw(arr, texts[ks[0]], src)  # a fresh decoded frame (ours to draw on)
+                    for k in ks:  # `add` copies the frame: each repeat is written in its own place
+                        yield k, arr
 
             frames = decoded_and_drawn()
             if self.decode_thread:

@@ -4,6 +4,11 @@
 (``num_frames``/``fps``/``min_frames``/``max_frames``, ``torch.arange(0, total, total / num_frames).int()``);
 :class:`VideoMetadata` is the per-video record (frame count, fps, size, kept indices and their timestamps) that
 the processor returns and the output rows carry.
+
+A video shorter than an explicit ``num_frames`` policy (10 frames, 32 asked) is refused by the reference; with a
+``short_video`` rule it is sampled as an evaluation harness samples it instead (:data:`SHORT_VIDEO_RULES`: every frame
+once, or ``n`` indices spread over the frames with repeats), so a benchmark's short clips give answers, not errors.
+Videos with enough frames are sampled by the reference rule whatever ``short_video`` says.
 """
 
 from __future__ import annotations
@@ -85,12 +90,14 @@ def sample_frame_indices(
     min_frames: int = 16,
     max_frames: int = 180,
     source: str | None = None,
+    short_video: str | None = None,
 ) -> list[int]:
     """Indices of the frames to keep (reference ``Ernie4_5_VLMoeVideoProcessor.sample_frames``, model-spec §11.2).
 
     ``num_frames`` (needs ``min_frames ≤ n ≤ max_frames``) or ``fps`` (frames per second of video, needs the video's
     fps); neither: every frame up to ``max_frames``. Uniform float-step ``arange`` truncated to int, computed with the
-    same torch call so that the indices are bit-identical.
+    same torch call so that the indices are bit-identical. ``num_frames`` beyond the video's frames is an error, as in
+    the reference, unless ``short_video`` names a rule of :data:`SHORT_VIDEO_RULES` (then that rule picks them).
     """
     if fps is not None and num_frames is not None:
         raise VideoError("`num_frames` and `fps` are mutually exclusive arguments, please use only one!", source)
@@ -104,6 +111,8 @@ def sample_frame_indices(
             raise VideoError("sampling with `fps` needs the video's fps, which is unknown for this input", source)
         n = total_num_frames / video_fps * fps if fps is not None else total_num_frames
         num_frames = min(max(n, min_frames), max_frames, total_num_frames)
+    if num_frames > total_num_frames and short_video is not None:
+        return short_video_indices(short_video, total_num_frames, int(num_frames), source)
     if num_frames > total_num_frames:
         raise VideoError(
             f"cannot sample num_frames={num_frames} from a video of total_num_frames={total_num_frames}; "
@@ -113,3 +122,39 @@ def sample_frame_indices(
     if num_frames <= 0:
         raise VideoError(f"nothing to sample (num_frames={num_frames})", source)
     return torch.arange(0, total_num_frames, total_num_frames / num_frames).int().tolist()
+
+
+def _every_frame(total: int, n: int) -> list[int]:
+    return list(range(total))
+
+
+def _uniform_steps(total: int, n: int) -> list[int]:
+    step = total / (n + 1)
+    return [int(i * step) for i in range(1, n + 1)]
+
+
+def _segment_midpoints(total: int, n: int) -> list[int]:
+    seg = (total - 1) / n
+    return [int(seg / 2 + np.round(seg * i)) for i in range(n)]
+
+
+#: How each harness samples a video with fewer frames than the ``n`` asked (``total < n``):
+#:
+#: * ``every_frame`` — each frame once (``total`` frames, no repeats): transformers' own cap for the policies it
+#:   accepts (``num_frames = min(..., total_num_frames)``) and lmms-eval's ``read_video``
+#:   (``min(total_frames, num_frm)`` frames at ``np.linspace(0, total - 1, ...)``);
+#: * ``uniform_steps`` — ``int(i * total / (n + 1))`` for ``i = 1..n`` (repeats): VLMEvalKit's
+#:   ``VideoMME.save_video_frames``;
+#: * ``segment_midpoints`` — ``int(seg / 2 + round(seg * i))``, ``seg = (total - 1) / n``, ``i = 0..n-1`` (repeats;
+#:   round half to even, as ``np.round``): MVBench's ``get_index`` without a time bound (VLMEvalKit ``MVBench``).
+SHORT_VIDEO_RULES = {"every_frame": _every_frame, "uniform_steps": _uniform_steps,
+                     "segment_midpoints": _segment_midpoints}
+
+
+def short_video_indices(rule: str, total_num_frames: int, num_frames: int, source: str | None = None) -> list[int]:
+    """The ``num_frames`` policy applied to a video of fewer frames by the named rule (:data:`SHORT_VIDEO_RULES`);
+    indices ascend and may repeat a frame."""
+    fn = SHORT_VIDEO_RULES.get(rule)
+    if fn is None:
+        raise VideoError(f"unknown short_video rule {rule!r}; expected one of {sorted(SHORT_VIDEO_RULES)}", source)
+    return fn(total_num_frames, num_frames)

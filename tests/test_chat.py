@@ -60,6 +60,17 @@ CONVERSATIONS = {
                                      {"type": "text", "text": "What is it?"}]},
     ],  # fmt: skip
     "unicode": [{"role": "user", "content": "naïve café 你好 🙂 <b>tags</b> {{ not jinja }}"}],
+    # placeholder parts name no media: rendered, then the processor takes images=/videos= (test_processor)
+    "placeholders": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Compare with "},
+                                                  {"type": "image"}, {"type": "video"}, {"type": "text", "text": "?"}]}],
+    "placeholder_openai_types": [{"role": "user", "content": [{"type": "image_url"}, {"type": "video_url"},
+                                                              {"type": "text", "text": "What is it?"}]}],
+    "placeholders_beside_media": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [IMG, {"type": "image"}, {"type": "text", "text": "Same?"}]},
+        {"role": "assistant", "content": "No."},
+        {"role": "user", "content": [{"type": "video"}, VID, {"type": "text", "text": "And these?"}]},
+    ],
 }
 
 TEMPLATE_KWARGS = [
@@ -127,13 +138,14 @@ def test_collect_media_order():
     assert videos == ["b.mp4"]
     vid_url = [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": "v.mp4"}}]}]
     assert collect_media(normalize_conversation(vid_url)) == ([], ["v.mp4"])
+    assert collect_media(normalize_conversation(CONVERSATIONS["placeholders"])) == ([], [])
+    assert collect_media(normalize_conversation(CONVERSATIONS["placeholders_beside_media"])) == (["a.png"], ["b.mp4"])
 
 
 @pytest.mark.parametrize(
     "conv, match",
     [
         ([{"role": "user", "content": [{"type": "audio", "path": "x.wav"}]}], "unknown type 'audio'"),
-        ([{"role": "user", "content": [{"type": "image"}]}], "none of the keys"),
         ([{"role": "user", "content": [{"text": "no type"}]}], "'type'"),
         ([{"role": "user", "content": [{"type": "text"}]}], "string 'text'"),
         (["just a string"], "expected a dict"),

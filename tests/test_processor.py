@@ -186,6 +186,28 @@ def test_apply_chat_template_tokenized(ref, ours, media):
     assert a == b and isinstance(b, list) and isinstance(b[0], list)
 
 
+def test_placeholder_parts_rendered_then_media_given_apart(ref, ours, media):
+    """The common pattern: render ``{"type": "image"}``/``{"type": "video"}`` placeholders with tokenize=False
+    (byte-identical to transformers), then call the processor with images=/videos=: identical ids and pixels."""
+    imgs, vids = media
+    conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "and"}, {"type": "video"},
+                                         {"type": "image"}, {"type": "text", "text": "What changed?"}]}]
+    for kw in ({}, {"enable_thinking": True}):
+        text = ref.apply_chat_template(conv, add_generation_prompt=True, tokenize=False, **kw)
+        assert ours.apply_chat_template(conv, add_generation_prompt=True, tokenize=False, **kw) == text
+    assert text.count(IMG_TOKEN) == 2 and text.count(VID_TOKEN) == 1
+    frames0, fps0 = _all_frames(vids[0])
+    md = [{"total_num_frames": len(frames0), "fps": fps0}]
+    a = ref(text=text, images=imgs[:2], videos=[frames0], video_metadata=md, return_tensors="pt")
+    b = ours(text=text, images=imgs[:2], videos=vids[:1], return_tensors="pt")
+    assert_outputs_equal(a, b)
+    c = ours.apply_chat_template(conv, add_generation_prompt=True, enable_thinking=True, tokenize=True,
+                                 return_dict=True, return_tensors="pt", images=imgs[:2], videos=vids[:1])
+    assert_outputs_equal(a, c)
+    with pytest.raises(PlaceholderMismatchError, match="no images"):
+        ours.apply_chat_template(conv, add_generation_prompt=True, tokenize=True)
+
+
 def test_batch_decode(ref, ours):
     ids = ours(text=["Hello there <think>x</think> 42", "<|begin_of_sentence|>User: hi"], padding=True)["input_ids"]
     for skip in (False, True):

@@ -391,3 +391,53 @@ def test_timestamp_drawing_matches_reference(hw):
         drawer.draw(ours, text)
         expected = ref._render_image_with_timestamp(torch.from_numpy(frame).permute(2, 0, 1).contiguous(), text)
         assert np.array_equal(ours, expected.permute(1, 2, 0).numpy()), text
+
+
+# ------------------------------------------------------------------------------------------------------------ short
+def _harness_indices(rule, total, n, fps=25.0):
+    """The harnesses' own index formulas for a video of `total` frames asked for `n`, written as they are there."""
+    if rule == "every_frame":  # lmms-eval read_video: min(total_frames, num_frm) frames, np.linspace(..., dtype=int)
+        return np.linspace(0, total - 1, min(total, n), dtype=int).tolist()
+    if rule == "uniform_steps":  # VLMEvalKit VideoMME.save_video_frames
+        step_size = total / (n + 1)
+        return [int(i * step_size) for i in range(1, n + 1)]
+    # MVBench get_index(bound=None, fps, max_frame=len - 1, first_idx=0)
+    start, end = -100000, 100000
+    start_idx, end_idx = max(0, round(start * fps)), min(round(end * fps), total - 1)
+    seg_size = float(end_idx - start_idx) / n
+    return np.array([int(start_idx + (seg_size / 2) + np.round(seg_size * idx)) for idx in range(n)]).tolist()
+
+
+@pytest.mark.parametrize("rule", ["every_frame", "uniform_steps", "segment_midpoints"])
+@pytest.mark.parametrize("total, n", [(1, 16), (2, 16), (7, 16), (10, 32), (10, 16), (15, 16), (31, 32), (99, 180)])
+def test_short_video_rules_follow_the_harnesses(rule, total, n):
+    got = sample_frame_indices(total, 25.0, num_frames=n, min_frames=1, max_frames=max(n, 180), short_video=rule)
+    assert got == _harness_indices(rule, total, n)
+    assert got == sorted(got) and 0 <= got[0] and got[-1] < total
+    assert len(got) == (total if rule == "every_frame" else n)
+    # long enough: the reference rule whatever the short-video rule
+    assert sample_frame_indices(n + 5, 25.0, num_frames=n, max_frames=max(n, 180), short_video=rule) == \
+        sample_frame_indices(n + 5, 25.0, num_frames=n, max_frames=max(n, 180))
+
+
+def test_short_video_without_a_rule_is_the_reference_error():
+    with pytest.raises(VideoError, match="total_num_frames=10"):
+        sample_frame_indices(10, 25.0, num_frames=32)
+    with pytest.raises(VideoError, match="unknown short_video rule 'nearest'"):
+        sample_frame_indices(10, 25.0, num_frames=32, short_video="nearest")
+
+
+@pytest.mark.parametrize("rule", ["every_frame", "uniform_steps", "segment_midpoints"])
+def test_short_video_pixels_equal_the_reference_on_the_sampled_frames(media, rule):
+    """A 7-frame file asked for 16 frames: the frames the rule picks (repeats decoded once, written at each place, each
+    with its timestamp) equal transformers' processor given exactly those frames and indices."""
+    path = media["n7_mpeg4_25_odd.avi"]
+    b = _ours()(path, num_frames=16, short_video=rule)
+    idx = b["video_metadata"][0].frames_indices
+    assert idx == _harness_indices(rule, 7, 16)
+    frames, fps = _all_frames(path)
+    md = {"total_num_frames": 7, "fps": fps, "frames_indices": torch.tensor(idx, dtype=torch.int32)}
+    a = _ref()(videos=[frames[idx]], video_metadata=[md], do_sample_frames=False, return_tensors="pt")
+    assert_same(a, b)
+    c = _ours()(frames, video_metadata=[{"total_num_frames": 7, "fps": fps}], num_frames=16, short_video=rule)
+    assert_same(a, c)  # frames given as an array take the same indices
