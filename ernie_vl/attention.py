@@ -49,7 +49,9 @@ class TextAttention(nn.Module):
         q, k = apply_text_rope(q, cos_BSD, sin_BSD), apply_text_rope(k, cos_BSD, sin_BSD)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v, start)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_B1SL, enable_gqa=self.n_kv != self.n_heads)
+        # no mask: an unpadded prompt from position 0 (`model.prefill`), causal
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_B1SL, is_causal=mask_B1SL is None,
+                                             enable_gqa=self.n_kv != self.n_heads)
         return self.o_proj(out.transpose(1, 2).reshape(B, S, -1))
 
 

@@ -115,7 +115,9 @@ class ErnieVLForConditionalGeneration(nn.Module):
         keys_BL = b.attention_mask
         if start:
             keys_BL = torch.cat([torch.ones(B, start, dtype=keys_BL.dtype, device=dev), keys_BL], dim=1)
-        mask = causal_padding_mask(keys_BL, start, S)
+        # an unpadded batch from position 0 needs no mask: SDPA's causal path skips the masked half of the work
+        unpadded = not start and S > 1 and bool(batch.lengths) and all(n == S for n in batch.lengths)
+        mask = None if unpadded else causal_padding_mask(keys_BL, start, S)
         h = self.model.language_model(h_TD.view(B, S, -1), cos, sin, mask, cache, start,
                                       (b.text_index, b.vision_index))
         if cache is not None:

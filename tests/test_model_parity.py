@@ -217,3 +217,51 @@ def test_greedy_continuations_match_when_a_video_ends_the_prompt(pair):
         a = ours.generate(**kw, max_new_tokens=8)
         b = ref.generate(**_ref_kwargs(cfg, kw), max_new_tokens=8, do_sample=False, pad_token_id=PAD)
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if len(CASES[c]) == 1])
+def test_unpadded_prefill_matches(pair, case):
+    """One unpadded prompt from position 0 takes SDPA's causal path (no mask) in `prefill`: same logits."""
+    from ernie_vl.inputs import ModelBatch, ModelInputs
+
+    cfg, ours, ref = pair
+    g = torch.Generator().manual_seed(7)
+    ids, images, videos = _sample(g, CASES[case][0])
+    kw = _batch([(ids, images, videos)])
+    media = {k: kw[k] for k in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw") if k in kw}
+    batch = ModelBatch.collate([ModelInputs.build(ids, cfg, **media)])
+    assert batch.lengths == [len(ids)]  # nothing padded: the causal path
+    with torch.no_grad():
+        got = ours.prefill(batch, logits_to_keep=0).logits
+        want = ref(**_ref_kwargs(cfg, kw)).logits
+    assert (got - want).abs().max().item() < TOL
+
+
+def test_vision_tower_in_frame_groups_is_exact(pair, monkeypatch):
+    """On CPU the tower runs over groups of whole frames: identical output to one pass over everything, for images
+    of different sizes and a video, whatever the group budget (a frame larger than the budget is its own group)."""
+    from ernie_vl import vision
+    from ernie_vl.inputs import VisionBatch
+
+    cfg, ours, _ = pair
+    g = torch.Generator().manual_seed(3)
+    tower = ours.model.vision_tower
+    for kind, grids in (("image", [[1, 4, 6], [1, 8, 2], [1, 2, 2]]), ("video", [[6, 2, 4], [2, 4, 4]])):
+        pixels = torch.cat([torch.randn(t * h * w, 588, generator=g) for t, h, w in grids])
+        vb = VisionBatch.build(pixels, torch.tensor(grids), kind)
+        with torch.no_grad():
+            monkeypatch.setattr(vision, "CPU_CHUNK_ROWS", None)
+            whole = tower(vb.pixels, vb.patch_pos, vb.segments)
+            for budget in (1, 8, 20, 33):
+                monkeypatch.setattr(vision, "CPU_CHUNK_ROWS", budget)
+                assert torch.equal(tower(vb.pixels, vb.patch_pos, vb.segments), whole), (kind, budget)
+
+
+def test_frame_chunks():
+    from ernie_vl.vision import frame_chunks
+
+    segs = [(0, 1, 24), (24, 3, 8), (48, 2, 4)]
+    assert list(frame_chunks(segs, None)) == [(0, 56, segs)]
+    assert list(frame_chunks(segs, 20)) == [(0, 24, [(0, 1, 24)]), (24, 40, [(0, 2, 8)]),
+                                            (40, 56, [(0, 1, 8), (8, 2, 4)])]
+    assert [c[:2] for c in frame_chunks(segs, 1000)] == [(0, 56)]
