@@ -32,6 +32,10 @@ class GenerationSettings:
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0
     logprobs: int | None = None  # None: none; k >= 0: each token's log-probability and the k most likely tokens'
+    # A reasoning row's answer budget: it ends ("length") `max_answer_tokens` tokens after it generates
+    # `think_end_token_id` (`</think>`); the reasoning before it is bounded by `max_new_tokens` only.
+    max_answer_tokens: int | None = None
+    think_end_token_id: int | None = None
 
     def __post_init__(self):
         if self.max_new_tokens < 0:
@@ -40,6 +44,9 @@ class GenerationSettings:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
         if self.logprobs is not None and self.logprobs < 0:
             raise ValueError(f"logprobs must be None or >= 0, got {self.logprobs}")
+        if self.max_answer_tokens is not None and (self.max_answer_tokens < 0 or self.think_end_token_id is None):
+            raise ValueError(f"max_answer_tokens must be >= 0 and needs think_end_token_id, got "
+                             f"{self.max_answer_tokens} and {self.think_end_token_id}")
         object.__setattr__(self, "eos_token_id", tuple(int(e) for e in self.eos_token_id))
 
     @property
@@ -87,11 +94,16 @@ class Generated:
     logprobs: list | None = None  # per token a `sampling.TokenLogprobs`, when the settings asked for them
 
 
-def finish_reason(token: int, n_tokens: int, settings: GenerationSettings) -> str | None:
-    """Why a row ends with this token, its `n_tokens`-th: "stop" (EOS), "length" (budget spent) or None."""
+def finish_reason(token: int, n_tokens: int, settings: GenerationSettings, answer_tokens: int | None = None
+                  ) -> str | None:
+    """Why a row ends with this token, its `n_tokens`-th: "stop" (EOS), "length" (budget spent: `max_new_tokens`, or
+    `max_answer_tokens` with `answer_tokens` generated after `</think>`, None before it) or None."""
     if token in settings.eos_token_id:
         return "stop"
-    return "length" if n_tokens >= settings.max_new_tokens else None
+    if n_tokens >= settings.max_new_tokens:
+        return "length"
+    capped = answer_tokens is not None and settings.max_answer_tokens is not None
+    return "length" if capped and answer_tokens >= settings.max_answer_tokens else None
 
 
 def _ids(value) -> list[int]:

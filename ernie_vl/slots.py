@@ -5,8 +5,8 @@ Rows (requests) join between decode steps. `ContinuousBatch.admit(rows)` prefill
 `inputs.ModelBatch`, `logits_to_keep=1`, into a temporary cache — and moves each sequence into a free slot from
 position 0 (`KVCache.load_rows`); `step()` runs one decode step over every slot (`decode_step.DecodeStep`: eager,
 fixed-shape, compiled or replayed from a CUDA graph) and hands each live row its next token. A row that finishes
-(EOS, its token budget, or its callback asks to stop) frees its slot at once, so short answers do not wait for long
-ones.
+(EOS, its token budget — `max_new_tokens`, or `max_answer_tokens` after a reasoning row's `</think>` — or its
+callback asks to stop) frees its slot at once, so short answers do not wait for long ones.
 
 Every row carries its own `GenerationSettings` and a callback that receives each token as soon as it exists. A
 sampling row uses its own `torch.Generator` seeded with its seed, so a seeded row gives the same tokens whatever else
@@ -185,6 +185,7 @@ class ContinuousBatch:
             self.gens[slot] = (torch.Generator(device=model.device).manual_seed(row.settings.seed)
                                if row.settings.samples else None)
             self.penalties[slot] = None  # made from the first logits (`_record`)
+            self.answer_at[slot] = None
         if self.prefix_cache is not None:
             for slot, row in zip(slots, rows):
                 n = row.inputs.num_prompt_tokens
@@ -272,6 +273,7 @@ class ContinuousBatch:
     def _free_slot(self, slot: int) -> None:
         self.rows[slot] = None
         self.penalties[slot] = None
+        self.answer_at[slot] = None
         self.lens[slot] = 0
         self._step.lengths[slot] = 0
 
@@ -299,7 +301,7 @@ class ContinuousBatch:
         for slot, tok in zip(slots, nxt.tolist()):
             row = self.rows[slot]
             self.counts[slot] += 1
-            finish = finish_reason(tok, self.counts[slot], row.settings)
+            finish = finish_reason(tok, self.counts[slot], row.settings, self._answer_tokens(slot, tok))
             if slot in logprobs:  # only rows that asked for log-probabilities take the keyword
                 halted = row.on_token(tok, finish, logprobs=logprobs[slot])
             else:
@@ -309,6 +311,15 @@ class ContinuousBatch:
         if not self.active and self.release_when_idle:
             self._release()
 
+    def _answer_tokens(self, slot: int, tok: int) -> int | None:
+        """Tokens a row with an answer budget has generated after its `</think>` (None before it or without one)."""
+        s = self.rows[slot].settings
+        if s.max_answer_tokens is None:
+            return None
+        if self.answer_at[slot] is None and tok == s.think_end_token_id:
+            self.answer_at[slot] = self.counts[slot]
+        return None if self.answer_at[slot] is None else self.counts[slot] - self.answer_at[slot]
+
     # ------------------------------------------------------------------------------------------- cache
     def _release(self) -> None:
         self.rows: list[Row | None] = []
@@ -316,6 +327,7 @@ class ContinuousBatch:
         self.lens: list[int] = []  # tokens cached per slot, as the device's `lengths` holds them
         self.gens: list[torch.Generator | None] = []
         self.penalties: list[TokenCounts | None] = []  # per slot, for rows with penalties
+        self.answer_at: list[int | None] = []  # per slot, the token count at `</think>` (rows with an answer budget)
         self._step: DecodeStep | None = None
         self._active_list, self._active_idx = None, None
 
@@ -346,6 +358,7 @@ class ContinuousBatch:
         self.lens += [0] * grow
         self.gens += [None] * grow
         self.penalties += [None] * grow
+        self.answer_at += [None] * grow
 
 
 def _joined(per_row: list) -> dict:

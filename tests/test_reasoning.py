@@ -12,6 +12,8 @@ TEXTS = [
     "thinking until the budget ends, no close marker\n",
     "a </thi that is not a marker\n\nstill thinking</think>answer with </think> inside",
     "\n\n</think>\n\nanswer only",
+    " The color is red.\n</think>B",  # a tokenizer's first piece starts with a space
+    " \n<think>\n x</thi",
     "",
 ]
 
@@ -74,3 +76,58 @@ def test_scripted_checkpoint_writes_its_script(tmp_path):
     assert split_reasoning(text, thinking=True) == Split("The color is red.", "B", True)
     with pytest.raises(ValueError, match="repeat"):
         make_scripted(tmp_path / "bad", "red red red")
+
+
+def test_finish_reason_answer_budget():
+    from ernie_vl.generation import GenerationSettings, finish_reason
+
+    s = GenerationSettings(max_new_tokens=10, eos_token_id=(2,), max_answer_tokens=3, think_end_token_id=7)
+    assert finish_reason(5, 4, s, answer_tokens=None) is None  # still reasoning
+    assert finish_reason(5, 4, s, answer_tokens=2) is None
+    assert finish_reason(5, 5, s, answer_tokens=3) == "length"
+    assert finish_reason(2, 5, s, answer_tokens=3) == "stop"  # EOS first
+    assert finish_reason(5, 10, s, answer_tokens=None) == "length"  # the whole budget still bounds the reasoning
+    assert finish_reason(5, 5, s.replace(max_answer_tokens=None, think_end_token_id=None), answer_tokens=3) is None
+    with pytest.raises(ValueError, match="think_end_token_id"):
+        GenerationSettings(max_answer_tokens=3)
+
+
+ANSWER_SCRIPT = " Red square.\n</think>Answer is B"
+
+
+@pytest.fixture(scope="module")
+def answer_script_model(tmp_path_factory):
+    from scripted_model import make_scripted
+
+    return make_scripted(tmp_path_factory.mktemp("scripted"), ANSWER_SCRIPT)
+
+
+@pytest.mark.parametrize("cap", [None, 0, 2, 5, 6])
+def test_answer_budget_ends_a_reasoning_row_after_its_close_marker(answer_script_model, cap):
+    """The engine's one stopping rule: a row with `max_answer_tokens` ends that many tokens after its `</think>`, the
+    reasoning before it untouched; the same model without a cap writes the whole script."""
+    from ernie_vl.engine import Engine
+    from ernie_vl.generation import GenerationSettings
+    from ernie_vl.processor import Processor
+    from ernie_vl.weights import load_model
+
+    path = answer_script_model
+    proc, model = Processor.from_pretrained(path), load_model(path)
+    tok = proc.tokenizer
+    ids = tok.encode(ANSWER_SCRIPT)
+    k = ids.index(tok.token_to_id("</think>"))
+    x = proc.prepare([{"role": "user", "content": "What colour is the square?"}], enable_thinking=True)
+    base = GenerationSettings.from_checkpoint(path)
+    settings = base if cap is None else base.replace(max_answer_tokens=cap, think_end_token_id=ids[k])
+    out = Engine(model).generate([x, x], settings)
+    answer_len = len(ids) - k - 1  # tokens after </think>, then EOS
+    if cap is None or cap > answer_len:
+        want, reason = ids + list(base.eos_token_id[:1]), "stop"
+    else:
+        want, reason = ids[: k + 1 + cap], "length"
+    for o in out:
+        assert (o.tokens, o.finish_reason) == (want, reason)
+        split = split_reasoning(tok.decode(o.tokens, skip_special_tokens=True), thinking=True)
+        assert split.reasoning == "Red square." and split.closed
+        assert split.answer == tok.decode(want[k + 1:], skip_special_tokens=True)
+    assert [o.tokens for o in Engine(model).generate([x], base)] == [ids + list(base.eos_token_id[:1])]
