@@ -53,6 +53,7 @@ class ReasoningStream:
         self.thinking = thinking
         self._in_reasoning = thinking
         self._held = ""  # text that may be the start of a marker, or boundary whitespace
+        self._opened = False  # the leading whitespace and <think> (if any) are behind us
         self._started = False  # something has been emitted in the current part
 
     def feed(self, piece: str) -> tuple[str, str]:
@@ -62,12 +63,13 @@ class ReasoningStream:
         reasoning = answer = ""
         if self._in_reasoning:
             if not self._started:
-                stripped = text.lstrip()
-                if THINK_START.startswith(stripped) and stripped != THINK_START:
-                    self._held = text  # maybe a leading <think> still arriving
-                    return "", ""
-                if stripped.startswith(THINK_START):
-                    text = stripped[len(THINK_START):]
+                if not self._opened:  # leading whitespace and a leading <think> go, as in the whole split
+                    stripped = text.lstrip()
+                    if THINK_START.startswith(stripped) and stripped != THINK_START:
+                        self._held = text  # maybe a leading <think> still arriving
+                        return "", ""
+                    text = stripped[len(THINK_START):] if stripped.startswith(THINK_START) else stripped
+                    self._opened = True
                 text = text.lstrip("\n")
             before, marker, after = text.partition(THINK_END)
             if marker:
@@ -88,9 +90,11 @@ class ReasoningStream:
     def finish(self) -> tuple[str, str]:
         """What is still held back at the end of the generation (trailing newlines are dropped, as in the split)."""
         held, self._held = self._held, ""
-        if self._in_reasoning and held.strip("\n") and held.strip() != THINK_START:
-            return held.rstrip("\n"), ""
-        return "", ""
+        if not self._in_reasoning:
+            return "", ""
+        if not self._started:  # leading whitespace, maybe a partial <think> or </think>: as the whole split
+            return (held if self._opened else held.lstrip()).strip("\n"), ""
+        return held.rstrip("\n"), ""
 
 
 def _marker_prefix_len(text: str) -> int:
