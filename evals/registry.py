@@ -24,6 +24,10 @@ _MODULES = {
     "videomme": "evals.benchmarks.videomme",
     "mvbench": "evals.benchmarks.mvbench",
     "demo": "evals.benchmarks.demo",
+    "mmstar": "evals.benchmarks.mmstar",
+    "hallusionbench": "evals.benchmarks.hallusionbench",
+    "infovqa": "evals.benchmarks.infovqa",
+    "refcoco": "evals.benchmarks.refcoco",
 }
 
 

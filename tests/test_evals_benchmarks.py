@@ -8,6 +8,7 @@ from evals.sample import Media, Sample
 IMG = Media(kind="image", data=b"\x89PNG\r\n\x1a\n....")
 VID = Media(kind="video", path="/data/v.mp4")
 LETTER = "\nAnswer with the option's letter from the given choices directly."
+ABCD = {"A": "cat", "B": "dog", "C": "fish", "D": "bird"}
 SHORT = "\nAnswer the question using a single word or phrase."
 VLMK_OPTS = "Please select the correct answer from the options above. \n"
 
@@ -73,6 +74,18 @@ PROMPT_CASES = [
      "objects, and the action and pose of persons. Based on your observations, select the best option that "
      "accurately addresses the question.\nQuestion: What happens?\nOptions:\n(A) sit\n(B) run"
      "\nOnly give the best option.Best option:("),
+    # MMStar: lmms-eval tasks/mmstar/utils.py (options stored in the HF question; no final period in the YAML)
+    ("mmstar", dict(question="Which is it?\nOptions: A: cat, B: dog", options={"A": "cat", "B": "dog"},
+                    meta={"question_has_options": True}),
+     "Which is it?\nOptions: A: cat, B: dog\nAnswer with the option's letter from the given choices directly",
+     "Question: Which is it?\nOptions:\nA. cat\nB. dog\n" + VLMK_OPTS),
+    ("mmstar", dict(question="Is it a cat? Please answer yes or no.", options={"A": "yes", "B": "no"},
+                    meta={"question_has_options": False}),  # a TSV row: the HF form is rebuilt
+     "Is it a cat?\nOptions: A: yes, B: no\nAnswer with the option's letter from the given choices directly",
+     "Question: Is it a cat? Please answer yes or no.\nOptions:\nA. yes\nB. no\n" + VLMK_OPTS),
+    ("hallusionbench", dict(question="Is the right circle larger?"), "Is the right circle larger?",
+     "Is the right circle larger?"),
+    ("infovqa", dict(question="Which year?"), "Which year?" + SHORT, "Which year?" + SHORT),
 ]
 
 
@@ -166,6 +179,26 @@ SCORE_CASES = [
     ("demo", dict(options={"A": "red", "B": "blue"}, targets=["A"], meta={"type": "mcq"}), "A", "official", "A", 1.0),
     ("demo", dict(targets=["3", "three"], meta={"type": "short"}), "Three.", "official", "3", 1.0),
     ("demo", dict(targets=["yes"], meta={"type": "yesno"}), "Yes", "vlmevalkit", "yes", 1.0),
+    ("mmstar", dict(options=ABCD, targets=["B"]), "B", "official", "B", 1.0),
+    ("mmstar", dict(options=ABCD, targets=["B"]), "The answer is (B)", "lmms-eval", "B", 1.0),
+    ("mmstar", dict(options=ABCD, targets=["B"]), "b", "lmms-eval", None, 0.0),  # extract_mcq_answer is case-sensitive
+    ("mmstar", dict(options=ABCD, targets=["B"]), " dog ", "vlmevalkit", "B", 1.0),  # option text
+    ("mmstar", dict(options=ABCD, targets=["B"]), "Sorry, I can't help with images of people yet.", "official",
+     None, 0.0),  # VLMEvalKit's Z
+    ("hallusionbench", dict(targets=["yes"], category="VD", meta={"figure_id": "1"}), "Yes, it is.", "official",
+     "yes", 1.0),
+    # an unsure answer to a VS question asked without its figure is right for the authors (assign_correctness) …
+    ("hallusionbench", dict(targets=["no"], category="VS", meta={"figure_id": "0"}), "I cannot tell.", "official",
+     None, 1.0),
+    ("hallusionbench", dict(targets=["no"], category="VS", meta={"figure_id": "0"}), "I cannot tell.", "vlmevalkit",
+     None, 0.0),
+    # … lmms-eval's rule reads anything without "yes" as no, and "eyes" as yes
+    ("hallusionbench", dict(targets=["no"], category="VS", meta={"figure_id": "0"}), "I cannot tell.", "lmms-eval",
+     "no", 1.0),
+    ("hallusionbench", dict(targets=["no"], category="VD", meta={"figure_id": "1"}), "Her eyes are closed.",
+     "lmms-eval", "yes", 0.0),
+    ("infovqa", dict(targets=["2019"]), "in 2019", "official", "in 2019", 4 / 7),
+    ("infovqa", dict(targets=["2019", "in 2019"]), "in 2019", "vlmevalkit", "in 2019", 1.0),
 ]
 
 
@@ -268,7 +301,8 @@ def test_ocrbench_aggregate_counts_hits():
 def test_registry():
     names = list_benchmarks()
     assert names == ["mmmu", "mmbench", "mme", "chartqa", "docvqa", "textvqa", "ai2d", "ocrbench", "pope",
-                     "scienceqa", "realworldqa", "videomme", "mvbench", "demo"]
+                     "scienceqa", "realworldqa", "videomme", "mvbench", "demo", "mmstar", "hallusionbench", "infovqa",
+                     "refcoco"]
     for name in names:
         bench = get_benchmark(name)
         assert bench.name == name and bench.version and bench.layouts()
@@ -302,3 +336,42 @@ def test_pope_comma_joined_categories_count_in_each_split():
     out = get_benchmark("pope").aggregate(scored("pope", samples, ["yes", "yes"]), "vlmevalkit")
     assert metric(out, "accuracy", "popular") == 100.0 and metric(out, "accuracy", "random") == 50.0
     assert [r["n"] for r in out if r["metric"] == "accuracy" and r["category"] is None] == [3]
+
+
+def test_mmstar_aggregate_lmms_eval_is_a_mean_over_subcategories():
+    def q(i, sub, cat="coarse perception"):
+        return sample("mmstar", sample_id=str(i), options=ABCD, targets=["A"], category=cat, subcategory=sub)
+    samples = [q(0, "a"), q(1, "a"), q(2, "b"), q(3, "c", "math")]
+    preds = ["A", "B", "A", "B"]
+    vlmk = get_benchmark("mmstar").aggregate(scored("mmstar", samples, preds, "vlmevalkit"), "vlmevalkit")
+    assert metric(vlmk, "accuracy") == 50.0 and metric(vlmk, "accuracy", "coarse perception") == pytest.approx(200 / 3)
+    lmms = get_benchmark("mmstar").aggregate(scored("mmstar", samples, preds, "lmms-eval"), "lmms-eval")
+    # sub-categories a 0.5, b 1.0, c 0.0: category = (0.5 + 1.0) / 2, overall ("average") = 1.5 / 3
+    assert metric(lmms, "accuracy", "coarse perception") == 75.0 and metric(lmms, "accuracy") == 50.0
+    assert metric(lmms, "accuracy_by_subcategory", "a") == 50.0 and metric(lmms, "accuracy", "math") == 0.0
+
+
+def test_hallusionbench_aggregate_per_category_and_error_rows():
+    def q(cat, sub, fig, qid, target="yes"):
+        return sample("hallusionbench", sample_id=f"{cat}_{sub}_0_{fig}_{qid}", targets=[target], category=cat,
+                      subcategory=sub, meta={"set_id": "0", "figure_id": str(fig), "question_id": str(qid),
+                                             "l2_category": sub})
+    samples = [q("VD", "illusion", 0, 0), q("VD", "illusion", 0, 1), q("VD", "illusion", 1, 0), q("VD", "illusion", 1, 1),
+               q("VS", "chart", 0, 0)]
+    preds = ["yes", "yes", "no", "yes", "yes"]
+    out = get_benchmark("hallusionbench").aggregate(scored("hallusionbench", samples, preds, errors={4: "oom"}))
+    # VD: figure 0 right, figure 1 half right; question 0 wrong on figure 1 → aAcc 3/4, fAcc 1/2, qAcc 1/2
+    assert metric(out, "aAcc", "VD") == 75.0 and metric(out, "fAcc", "VD") == 50.0 and metric(out, "qAcc", "VD") == 50.0
+    # the VS question failed (error); asked without a figure, it is not part of fAcc (official)
+    assert metric(out, "aAcc") == 60.0 and metric(out, "fAcc") == 50.0 and metric(out, "qAcc") == pytest.approx(100 / 3)
+    assert metric(out, "fAcc_by_subcategory", "illusion") == 50.0 and metric(out, "errors") == 1
+
+
+def test_infovqa_aggregate_breaks_down_by_answer_type():
+    samples = [sample("infovqa", sample_id="1", targets=["10"], meta={"answer_type": ["Question span", "Image span"]}),
+               sample("infovqa", sample_id="2", targets=["blue"], meta={"answer_type": ["Image span"],
+                                                                       "operation": ["Counting"]})]
+    out = get_benchmark("infovqa").aggregate(scored("infovqa", samples, ["10", "red"]), "official")
+    assert metric(out, "anls") == 50.0 and metric(out, "anls_by_answer_type", "Image span") == 50.0
+    assert metric(out, "anls_by_answer_type", "Question span") == 100.0
+    assert metric(out, "anls_by_operation", "Counting") == 0.0

@@ -194,3 +194,27 @@ def test_mvbench_vlmevalkit_falls_back_to_option_text():
     options = {"A": "the man sits", "B": "the man runs"}
     assert mvbench_vlmevalkit("He runs: the man runs", "B", options) is True
     assert mvbench_check_ans("He runs: the man runs", "B") is False
+
+
+# lmms-eval tasks/hallusion_bench/evaluate_hb.py hb_aggregation_result_intern: "yes" anywhere → yes, else no
+@pytest.mark.parametrize("pred,expected", [("Yes.", "yes"), ("NO", "no"), ("", "no"), ("I cannot tell", "no"),
+                                           ("Her eyes are closed", "yes"), ("No, not yes", "yes")])
+def test_yes_substring(pred, expected):
+    from evals.extract.yesno import yes_substring
+
+    assert yes_substring(pred) == expected
+
+
+# The HF MMStar question holds its options: "…\nOptions: A: x, B: y, C: z, D: w"
+@pytest.mark.parametrize("question,bare,options", [
+    ("Which?\nOptions: A: red, B: blue, C: green, D: grey", "Which?",
+     {"A": "red", "B": "blue", "C": "green", "D": "grey"}),
+    ("What is shown?\nOptions: A: A cat, sitting on a mat., B: Two dogs, C: 3, 4, and 5, D: None", "What is shown?",
+     {"A": "A cat, sitting on a mat.", "B": "Two dogs", "C": "3, 4, and 5", "D": "None"}),
+    ("Is it?\nOptions: A: yes, B: no", "Is it?", {"A": "yes", "B": "no"}),
+    ("No options here", "No options here", {}),
+])
+def test_mmstar_split_question(question, bare, options):
+    from evals.benchmarks.mmstar import split_question
+
+    assert split_question(question) == (bare, options)

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from evals.metrics import circular, cider, mme, pope
+from evals.metrics.hallusion import hallusion
 
 # Expected values: AoiDragon/POPE evaluate.py (official); lmms-eval tasks/pope/utils.py
 # pope_aggregate_* (exact-match items, yes_ratio = ground-truth yes ratio); VLMEvalKit
@@ -130,3 +131,43 @@ def test_cider_multiple_references_and_errors():
     assert cider({}, {}) == {"cider": 0.0, "per_image": {}}
     with pytest.raises(ValueError):
         cider({"1": "a"}, {"2": ["a"]})
+
+
+# HallusionBench by hand from the references' definitions (columns: category, subcategory, l2-category, set, figure,
+# question, correct). Official utils.py: get_eval_all / get_eval_fig (VS figure 0 = asked without a figure, left
+# out) / get_eval_pair_all; lmms-eval hb_aggregation_result_intern: same keys, nothing left out; VLMEvalKit
+# Hallusion_rating: keys l2-category + set + figure / question.
+HALLUSION_ITEMS = [
+    ("VD", "illusion", "VD_illusion", 0, 0, 0, True),
+    ("VD", "illusion", "VD_illusion", 0, 0, 1, True),
+    ("VD", "illusion", "VD_illusion", 0, 1, 0, False),
+    ("VD", "illusion", "VD_illusion", 0, 1, 1, True),
+    ("VS", "chart", "VS_chart", 0, 0, 0, False),  # no figure
+    ("VS", "chart", "VS_chart", 0, 1, 0, True),
+]
+HALLUSION_EXPECTED = {
+    # figures: VD/0 ok, VD/1 not, VS/1 ok (VS/0 left out) → 2/3; questions: VD q0 not, VD q1 ok, VS q0 not → 1/3
+    "official": {"aAcc": 400 / 6, "fAcc": 200 / 3, "qAcc": 100 / 3},
+    # the figure-less VS/0 counts as a figure, answered wrongly → 2/4
+    "lmms-eval": {"aAcc": 400 / 6, "fAcc": 50.0, "qAcc": 100 / 3},
+    "vlmevalkit": {"aAcc": 400 / 6, "fAcc": 50.0, "qAcc": 100 / 3},
+}
+
+
+@pytest.mark.parametrize("flavor", sorted(HALLUSION_EXPECTED))
+def test_hallusion(flavor):
+    keys = ("category", "subcategory", "l2_category", "set_id", "figure_id", "question_id", "correct")
+    items = [dict(zip(keys, item)) for item in HALLUSION_ITEMS]
+    assert hallusion(items, flavor) == pytest.approx(HALLUSION_EXPECTED[flavor])
+
+
+def test_hallusion_vlmevalkit_keys_ignore_category():
+    # VLMEvalKit keys figures by l2-category, set and figure only: two categories sharing an l2 label and ids merge
+    items = [dict(category="VD", subcategory="chart", l2_category="chart", set_id=0, figure_id=1, question_id=0,
+                  correct=True),
+             dict(category="VS", subcategory="chart", l2_category="chart", set_id=0, figure_id=1, question_id=1,
+                  correct=False)]
+    assert hallusion(items, "vlmevalkit")["fAcc"] == 0.0 and hallusion(items, "official")["fAcc"] == 50.0
+    assert hallusion([], "official") == {"aAcc": None, "fAcc": None, "qAcc": None}
+    with pytest.raises(ValueError):
+        hallusion(items, "lmms")

@@ -84,6 +84,12 @@ ANLS_CASES = [
     # "İ".lower() is two code points: normalised gold has 9 characters, the raw one 8
     ("istanbul", ["İstanbul"], 8 / 9, 7 / 8, 7 / 8),
     ("strasse", ["straße"], 5 / 7, 5 / 7, 5 / 7),
+    # InfographicVQA answers: units, thousands separators, several spans (same formula, same flavors)
+    ("15 %", ["15%"], 3 / 4, 3 / 4, 3 / 4),
+    ("1,200", ["1200", "1.2k"], 4 / 5, 4 / 5, 4 / 5),  # "1.2k" is 3 edits away: 1 - 3/5 < 0.5 → 0
+    ("china, india", ["india, china", "china, india"], 1.0, 1.0, 1.0),
+    ("chinaa", ["china", "india"], 5 / 6, 5 / 6, 5 / 6),
+    ("in 2019 ", ["2019"], 4 / 7, 5 / 8, 5 / 8),  # 3 edits; the harnesses divide by the raw length 8, not 7
 ]
 
 

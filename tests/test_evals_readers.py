@@ -368,3 +368,91 @@ def test_sample_record_round_trip():
         Media(kind="audio", data=b"x")
     with pytest.raises(ValueError):
         Media(kind="image")
+
+
+# --- MMStar, HallusionBench, InfographicVQA (RefCOCO: tests/test_evals_grounding.py) -----------------
+
+
+def test_mmstar_tsv_and_lin_chen_parquet(tmp_path):
+    tsv = F.write_tsv(tmp_path / "tsv" / "MMStar.tsv", [
+        {"index": 0, "question": "Which colour?", "A": "red", "B": "blue", "C": "green", "D": "grey", "answer": "B",
+         "category": "coarse perception", "l2-category": "image style & quality", "image": F.b64(RED)},
+        {"index": 1, "question": "Bad", "A": "x", "B": "y", "C": "z", "D": "w", "answer": "E", "image": F.b64(RED)}])
+    good, bad = load("mmstar", tsv)
+    assert good.options == {"A": "red", "B": "blue", "C": "green", "D": "grey"} and good.targets == ["B"]
+    assert good.category == "coarse perception" and good.subcategory == "image style & quality"
+    assert good.meta == {"question_has_options": False} and "not one of the option letters" in bad.error
+    # Lin-Chen/MMStar as downloaded: mmstar.parquet at the top (split "val" by lmms-eval's YAML), options in the text
+    F.write_parquet(tmp_path / "hf" / "mmstar.parquet", [
+        {"index": 7, "question": "What is shown?\nOptions: A: a cat, sitting, B: dogs, C: 3, 4, D: none",
+         "image": F.image_struct(RED), "answer": "C", "category": "math", "l2_category": "geometry",
+         "meta_info": {"source": "MathVista", "split": "testmini", "image_path": "7.png"}},
+        {"index": 8, "question": "No options", "image": F.image_struct(RED), "answer": "A", "category": "math",
+         "l2_category": "geometry", "meta_info": None}])
+    ok, no_options = load("mmstar", tmp_path / "hf")
+    assert ok.sample_id == "7" and ok.options["A"] == "a cat, sitting" and ok.options["C"] == "3, 4"
+    assert ok.targets == ["C"] and ok.subcategory == "geometry" and ok.meta["question_has_options"]
+    assert ok.media[0].data == RED and "Options" in no_options.error
+
+
+def test_hallusionbench_tsv_parquet_and_release(tmp_path):
+    tsv = F.write_tsv(tmp_path / "HallusionBench.tsv", [
+        {"index": "VD_figure_1_3_1_2", "question": "Is it red?", "answer": "Yes", "category": "VD",
+         "l2-category": "VD_figure", "image": F.b64(RED)},
+        {"index": "VD_bad", "question": "?", "answer": "No", "category": "VD", "image": F.b64(RED)},
+        {"index": "VS_chart_1_0_0_0", "question": "?", "answer": "Maybe", "category": "VS", "image": F.b64(RED)}])
+    good, bad_index, bad_answer = load("hallusionbench", tsv)
+    assert good.targets == ["yes"] and good.subcategory == "VD_figure"
+    assert good.meta == {"set_id": "3", "figure_id": "1", "question_id": "2", "l2_category": "VD_figure",
+                         "visual_input": None}
+    assert "parts 3-5" in bad_index.error and "not yes/no" in bad_answer.error
+    # lmms-lab/HallusionBench: split "image" (default) and "non_image" (no figure)
+    record = {"category": "VS", "subcategory": "chart", "visual_input": "1", "set_id": "4", "figure_id": "1",
+              "sample_note": "note", "question_id": "0", "question": "Was it 2020?", "gt_answer_details": "It was.",
+              "gt_answer": "1", "filename": "./hallusion_bench/VS/chart/4_1.png"}
+    F.write_parquet(tmp_path / "hf" / "data" / "image-00000-of-00001.parquet",
+                    [dict(record, image=F.image_struct(RED))])
+    F.write_parquet(tmp_path / "hf" / "data" / "non_image-00000-of-00001.parquet",
+                    [dict(record, visual_input="0", figure_id="0", filename=None, image=None)])
+    (figure,) = load("hallusionbench", tmp_path / "hf")
+    assert figure.sample_id == "VS_chart_4_1_0" and figure.targets == ["yes"] and figure.media[0].data == RED
+    assert figure.category == "VS" and figure.meta["l2_category"] == "chart"
+    (text_only,) = load("hallusionbench", tmp_path / "hf", split="non_image")
+    assert text_only.media == [] and text_only.error is None and text_only.sample_id == "VS_chart_4_0_0"
+    # the authors' release: HallusionBench.json + hallusion_bench/ images
+    F.write_image(tmp_path / "rel" / "hallusion_bench" / "VS" / "chart" / "4_1.png", RED)
+    F.write_json(tmp_path / "rel" / "HallusionBench.json", [
+        record, dict(record, visual_input="0", figure_id="0", filename=None, gt_answer="0"),
+        dict(record, question_id="1", filename="./hallusion_bench/VS/chart/gone.png")])
+    assert [s.sample_id for s in load("hallusionbench", tmp_path / "rel")] == ["VS_chart_4_1_0", "VS_chart_4_1_1"]
+    everything = by_id(load("hallusionbench", tmp_path / "rel", split="all"))
+    assert everything["VS_chart_4_0_0"].media == [] and everything["VS_chart_4_0_0"].targets == ["no"]
+    assert "not found" in everything["VS_chart_4_1_1"].error
+    with pytest.raises(DatasetError, match="split"):
+        load("hallusionbench", tmp_path / "rel", split="test")
+
+
+def test_infovqa_parquet_config_and_release(tmp_path):
+    row = {"questionId": "65718", "question": "What percentage?", "answers": ["18%", "18"],
+           "answer_type": ["single span"], "image": F.image_struct(BLUE), "image_url": "u",
+           "operation/reasoning": ["counting"], "ocr": "{}", "data_split": "val"}
+    F.write_parquet(tmp_path / "hf" / "InfographicVQA" / "validation-00000-of-00001.parquet", [row],
+                    list_columns=("answers", "answer_type", "operation/reasoning"))
+    F.write_parquet(tmp_path / "hf" / "DocVQA" / "validation-00000-of-00001.parquet",
+                    [{"questionId": "1", "question": "Doc?", "answers": ["x"], "image": F.image_struct(RED)}],
+                    list_columns=("answers",))
+    (s,) = load("infovqa", tmp_path / "hf")
+    assert s.sample_id == "65718" and s.targets == ["18%", "18"] and s.media[0].data == BLUE
+    assert s.meta == {"answer_type": ["single span"], "operation": ["counting"]}
+    F.write_image(tmp_path / "rel" / "infographicsvqa_images" / "37313.jpeg", BLUE)
+    F.write_json(tmp_path / "rel" / "infographicsVQA_val_v1.0_withQT.json", {"dataset_name": "infographicVQA", "data": [
+        {"questionId": 98, "question": "Which country?", "image_local_name": "37313.jpeg", "answers": ["india"],
+         "answer_type": ["Image span"], "evidence": ["Text"], "operation/reasoning": []},
+        {"questionId": 99, "question": "Gone?", "image_local_name": "nope.jpeg", "answers": ["x"]}]})
+    ok, gone = load("infovqa", tmp_path / "rel")
+    assert ok.sample_id == "98" and ok.media[0].path.endswith("37313.jpeg")
+    assert ok.meta == {"answer_type": ["Image span"], "evidence": ["Text"], "operation": []}
+    assert "not found" in gone.error
+    tsv = F.write_tsv(tmp_path / "InfoVQA_VAL.tsv", [{"index": 3, "question": "Q?", "answer": "['a', 'b']",
+                                                      "image": F.b64(RED)}])
+    assert load("infovqa", tsv)[0].targets == ["a", "b"]

@@ -107,11 +107,12 @@ class Benchmark:
                              question=text(row.get("question")) or "", error=message)
 
     def tsv_layout(self, required: tuple[str, ...], convert: Callable[[dict, int, TsvImages, str], Sample],
-                   filter_split: bool = True) -> Layout:
+                   filter_split: bool = True, keep: Callable[[dict, str], bool] | None = None) -> Layout:
         """The VLMEvalKit TSV layout: a ``.tsv`` file, or a folder holding one named like :attr:`tsv_patterns`.
 
         ``filter_split``: keep only rows whose ``split`` column equals the requested split (MMBench,
-        MMMU); off where that column means something else (ChartQA human/augmented).
+        MMMU); off where that column means something else (ChartQA human/augmented). ``keep(row, split)``:
+        another rule for the rows of a split (RefCOCO's ``RefCOCO_val`` labels).
         """
 
         def find(path: Path) -> Path | None:
@@ -128,6 +129,8 @@ class Benchmark:
             frame = read_table(file, required)
             images = TsvImages(frame, file)
             rows = iter_rows(frame, split if filter_split else None)
+            if keep is not None:
+                rows = ((n, row) for n, row in rows if keep(row, split))
             return self.convert_rows(rows, lambda row, n: convert(row, n, images, split), split)
 
         names = ", ".join(self.tsv_patterns)

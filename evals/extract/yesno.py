@@ -10,6 +10,8 @@
   ``yes`` → no, else unknown.
 * :func:`pope_official` — POPE ``evaluate.py``: text before the first ``.``, commas deleted, split on
   single spaces; ``No``/``not``/``no`` as a word → no, **everything else → yes** (never None).
+* :func:`yes_substring` — lmms-eval ``tasks/hallusion_bench/evaluate_hb.py hb_aggregation_result_intern``:
+  ``yes`` anywhere in the lower-cased text → yes, **everything else → no** (never None; "eyes" → yes).
 
 All return ``"yes"``, ``"no"`` or None (the references' ``other`` / ``Unknown``).
 """
@@ -64,6 +66,10 @@ def pope_official(prediction: str) -> str:
     if "No" in words or "not" in words or "no" in words:
         return "no"
     return "yes"
+
+
+def yes_substring(prediction: str) -> str:
+    return "yes" if str(prediction).lower().find("yes") != -1 else "no"
 
 
 def yes_no(prediction: str, flavor: str = OFFICIAL) -> str | None:

@@ -105,5 +105,27 @@ def build_all(root: Path) -> dict[str, Path | None]:
         {"video": "v1.mp4", "question": "Is there a cube?", "candidates": ["yes", "no"], "answer": "yes"}])
     write_video(paths["mvbench"] / "video" / "clevrer" / "video_validation" / "v1.mp4")
 
+    paths["mmstar"] = root / "mmstar"  # Lin-Chen/MMStar: one mmstar.parquet, options inside the question
+    write_parquet(paths["mmstar"] / "mmstar.parquet", [
+        {"index": 0, "question": "Which colour?\nOptions: A: red, B: blue, C: green, D: grey", "image": image_struct(RED),
+         "answer": "A", "category": "coarse perception", "l2_category": "image scene and topic",
+         "meta_info": {"source": "demo", "split": "val", "image_path": "0.png"}}])
+
+    paths["hallusionbench"] = root / "hallusionbench"  # lmms-lab/HallusionBench, split "image"
+    write_parquet(paths["hallusionbench"] / "data" / "image-00000-of-00001.parquet", [
+        {"category": "VD", "subcategory": "illusion", "visual_input": "1", "set_id": "0", "figure_id": "0",
+         "sample_note": "circle", "question_id": str(q), "question": text, "gt_answer_details": "",
+         "gt_answer": answer, "filename": "./hallusion_bench/VD/illusion/0_0.png", "image": image_struct(RED)}
+        for q, text, answer in ((0, "Is the circle red?", "1"), (1, "Is the circle blue?", "0"))])
+
+    paths["infovqa"] = write_tsv(root / "InfoVQA_VAL.tsv", [
+        {"index": 1, "question": "What year?", "answer": str(["2019", "in 2019"]), "image": b64(BLUE)}])
+
+    paths["refcoco"] = root / "RefCOCO"  # lmms-lab/RefCOCO: COCO [x, y, w, h] pixel boxes, several expressions
+    write_parquet(paths["refcoco"] / "data" / "val-00000-of-00001.parquet", [
+        {"question_id": "7", "image": image_struct(jpeg_bytes((0, 255, 0), size=(20, 10)), "a.jpg"),
+         "question": "", "answer": ["green block", "left thing"], "segmentation": [2.0, 1.0, 10.0, 1.0, 10.0, 5.0],
+         "bbox": [2.0, 1.0, 8.0, 4.0], "iscrowd": 0, "file_name": "COCO_train2014_000000000007.jpg"}])
+
     paths["demo"] = None
     return paths
