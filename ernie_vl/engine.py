@@ -50,9 +50,11 @@ class _Request:
 
     def on_token(self, token: int, finish: str | None, logprobs=None) -> bool:
         self.tokens.append(token)
-        self.emitted.append((self.i, token))
         if logprobs is not None:
             self.logprobs.append(logprobs)
+            self.emitted.append((self.i, token, logprobs))
+        else:
+            self.emitted.append((self.i, token))
         if finish is not None:
             self.results[self.i] = Generated(self.tokens, finish, self.inputs.num_prompt_tokens,
                                              time.perf_counter() - self.t0, self.reused_prompt_tokens, self.reused_media,
@@ -93,7 +95,8 @@ class Engine:
     @torch.inference_mode()  # on a generator function torch re-enters the mode at every resumption only
     def stream(self, requests: list[ModelInputs], settings: GenerationSettings):
         """Generation as it runs: yields `[(request index, token), ...]` after every prefill or step that produced
-        tokens; returns the `Generated` list (`drain`)."""
+        tokens (`(request index, token, sampling.TokenLogprobs)` when the settings ask for log-probabilities);
+        returns the `Generated` list (`drain`)."""
         n = len(requests)
         results: list[Generated | None] = [None] * n
         empty = [Generated([], "length", r.num_prompt_tokens, 0.0) for r in requests]

@@ -17,7 +17,10 @@ mvbench, demo) with:
   bytes|path} | {"type": "text", "text": str}, ...]}]``; an optional leading ``system`` message and an
   optional trailing ``assistant`` message (a prefill to continue, VLMEvalKit MVBench). Prompt template:
   lmms-eval default for ``official``/``lmms-eval``, VLMEvalKit for ``vlmevalkit``.
-* ``video_sampling`` — ``{"num_frames": N}`` / ``{"fps": F}`` for video benchmarks, else None.
+* ``video_sampling`` — ``{"num_frames": N}`` / ``{"fps": F}`` for video benchmarks, else None;
+  ``video_policy(flavor)`` adds ``short_video``, how that flavor's harness samples a video with fewer frames
+  than asked (``every_frame``, ``uniform_steps``, ``segment_midpoints``).
+* ``thinking`` — whether the model reasons first (``enable_thinking``) unless the run says (default False).
 * ``score(record, prediction, flavor) -> (extracted: str | None, score: float | None)`` with
   ``record = sample.to_record()``.
 * ``aggregate(rows, flavor) -> list[metric row]`` — rows are records + ``prediction``, ``extracted``,

@@ -152,6 +152,8 @@ def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: P
     import ray.data
 
     from .replica import ReplicaStage, replica_ray_args
+    from evals.registry import get_benchmark
+
     from .stages import PreprocessStage, ScoreStage
 
     # NOTE: max_restarts / max_task_retries have no named map_batches parameter in Ray 2.60 and go through the
@@ -165,7 +167,8 @@ def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: P
             fn_constructor_kwargs=dict(model_path=str(model_path), flavor=cfg.flavor, max_new_tokens=cfg.max_new_tokens,
                                        pack_rows=cfg.batch_size * cfg.pack_batches,
                                        pack_tokens=cfg.batch_tokens * cfg.pack_batches,
-                                       max_prompt_tokens=cfg.max_prompt_tokens, reuse=cfg.reuse),
+                                       max_prompt_tokens=cfg.max_prompt_tokens, reuse=cfg.reuse,
+                                       thinking={s.name: cfg.thinking_for(get_benchmark(s.name)) for s in cfg.benchmarks}),
             batch_size=cfg.batch_size * cfg.pack_batches,
             batch_format="pyarrow",
             zero_copy_batch=True,
@@ -178,7 +181,8 @@ def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: P
             fn_constructor_kwargs=dict(model_path=str(model_path), dtype=dtype, device=plan.device,
                                        torch_threads=plan.torch_threads, expert_shards=cfg.expert_shards,
                                        batch_size=cfg.batch_size, batch_tokens=cfg.batch_tokens,
-                                       generation=cfg.generation(), reuse=cfg.reuse),
+                                       generation=cfg.generation(), reuse=cfg.reuse,
+                                       max_answer_tokens=cfg.max_answer_tokens),
             batch_size=1,  # one pack (a work-sized model batch) per call
             batch_format="pyarrow",
             **replica_ray_args(cfg.max_replica_restarts),
@@ -199,15 +203,16 @@ def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: P
 
 def check_inputs(cfg: EvalConfig) -> None:
     """Cheap checks before any cluster work: replica options, benchmark names, data paths and layouts
-    (`load(..., limit=0)` detects the layout and raises `DatasetError` for a bad path), the checkpoint folder."""
+    (`load(..., limit=0)` detects the layout and raises `DatasetError` for a bad path), the checkpoint folder and its
+    `</think>` token when answer tokens are capped."""
     from evals.registry import get_benchmark
 
-    from .replica import check_replica_options
+    from .replica import answer_cap, check_replica_options
 
     check_replica_options(cfg.expert_shards)
     for spec in cfg.benchmarks:
         list(get_benchmark(spec.name).load(spec.data, 0))
-    cfg.model_path()
+    answer_cap(str(cfg.model_path()), cfg.max_answer_tokens)  # </think> must be one token to count answer tokens
 
 
 # ------------------------------------------------------------------------------------------------ stages
@@ -264,7 +269,7 @@ def plan_run(cfg: EvalConfig, num_cpus: int | None, started_at: str, t_start: fl
     resources = plan_resources(cfg, ray.resources())
     dtype = resolved_dtype(cfg, resources)
     common = common_parts(cfg, model_path, dtype)
-    parts = {n: benchmark_fingerprint_parts(common, n, b) for n, b in benchmarks.items()}
+    parts = {n: benchmark_fingerprint_parts(common, n, b, cfg.thinking_record(b)) for n, b in benchmarks.items()}
     return RunPlan(cfg=cfg, out=Path(cfg.out), model_path=model_path, benchmarks=benchmarks, ray=ray,
                    resources=resources, dtype=dtype, parts=parts,
                    fingerprints={n: fingerprint_of(p) for n, p in parts.items()}, started_at=started_at,

@@ -63,6 +63,8 @@ def cmd_eval(a) -> int:
         max_prompt_tokens=a.max_prompt_tokens,
         expert_shards=a.expert_shards,
         reuse=not a.no_reuse,
+        thinking=a.thinking,
+        max_answer_tokens=a.max_answer_tokens,
         num_gpus_per_replica=a.gpus_per_replica,
         progress=not a.quiet,
     )
@@ -153,7 +155,13 @@ def add_eval_commands(subparsers) -> None:
     s.add_argument("--batch-size", type=int, default=16, help="most samples per model batch")
     s.add_argument("--batch-tokens", type=int, default=16384,
                    help="most work per model batch: prompt tokens (text + visual) + new tokens, summed")
-    s.add_argument("--max-new-tokens", type=int, default=32)
+    s.add_argument("--max-new-tokens", type=int, default=32,
+                   help="most generated tokens per sample, reasoning and answer together")
+    s.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=None,
+                   help="the model reasons first (enable_thinking); the reasoning goes to the `reasoning` column and "
+                        "only the answer after </think> is scored (default: each benchmark's default, off)")
+    s.add_argument("--max-answer-tokens", type=int,
+                   help="with --thinking: end a sample this many tokens after its </think> (default: no cap)")
     s.add_argument("--max-prompt-tokens", type=int, help="longer prompts become error rows (default: model limit)")
     s.add_argument("--flavor", choices=["official", "lmms-eval", "vlmevalkit"], default="official",
                    help="prompt and scoring convention")

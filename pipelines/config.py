@@ -40,8 +40,9 @@ class BenchmarkSpec:
 class EvalConfig:
     """Everything that defines one `ernie-vl eval` invocation.
 
-    Generation settings (`max_new_tokens`, sampling, `seed`), the checkpoint, `dtype` and `flavor` are part of the
-    run fingerprint; sizes (`replicas`, `batch_size`, `batch_tokens`, ...) are not, they do not change results.
+    Generation settings (`max_new_tokens`, sampling, `seed`, reasoning), the checkpoint, `dtype` and `flavor` are part
+    of the run fingerprint; sizes (`replicas`, `batch_size`, `batch_tokens`, ...) are not, they do not change results.
+    `max_new_tokens` counts every generated token, reasoning and answer alike.
     """
 
     benchmarks: list[BenchmarkSpec]
@@ -58,6 +59,9 @@ class EvalConfig:
     dtype: str | None = None  # None: bfloat16 on GPUs, the checkpoint's dtype on CPU
     # sizes
     replicas: int = 1
+    # reasoning: the prompt opens a <think> block, the model reasons, closes it and answers (see thinking_for)
+    thinking: bool | None = None  # None: each benchmark's default (`Benchmark.thinking`, off)
+    max_answer_tokens: int | None = None  # thinking rows: at most this many tokens after </think> (None: no cap)
     batch_size: int = 16  # most samples per model forward
     batch_tokens: int = 16384  # most work (prompt + new tokens, text + visual) per batch
     pack_batches: int = 4  # model batches per replica call (continuous batching refills slots within a call)
@@ -89,6 +93,8 @@ class EvalConfig:
             self.model = str(Path(self.model).expanduser().resolve())
 
     def model_path(self) -> Path:
+        if self.max_answer_tokens is not None and self.max_answer_tokens < 0:
+            raise ValueError(f"max_answer_tokens must be >= 0, got {self.max_answer_tokens}")
         """The checkpoint folder (builds the embedded tiny checkpoint on first use)."""
         if self.model is not None:
             p = Path(self.model)
@@ -125,6 +131,17 @@ class EvalConfig:
 
 
 @dataclass
+    def thinking_for(self, benchmark) -> bool:
+        """Whether `benchmark`'s prompts open a reasoning block (`enable_thinking`): `--thinking`/`--no-thinking`,
+        else the benchmark's own default."""
+        return self.thinking if self.thinking is not None else bool(getattr(benchmark, "thinking", False))
+
+    def thinking_record(self, benchmark) -> dict | None:
+        """The reasoning settings of `benchmark` as plain values (fingerprinted), None when it does not reason."""
+        if not self.thinking_for(benchmark):
+            return None
+        return {"enable_thinking": True, "max_answer_tokens": self.max_answer_tokens}
+
 class StageResources:
     """Ray resources and pool size of one actor stage (`concurrency` as Ray Data takes it)."""
 

@@ -4,7 +4,8 @@ fingerprint(benchmark) = sha256 over
   * checkpoint identity — config.json, generation_config.json, tokenizer / processor / chat-template files, and per
     weight shard its name, size, safetensors header and a 1 MiB sample of its tail (a fine-tune with the same shapes
     differs there; hashing 58 GB of weights on every start would not be acceptable);
-  * the prompt: benchmark name and prompt/metric version, flavor, video sampling policy, evals version;
+  * the prompt: benchmark name and prompt/metric version, flavor, video sampling policy of that flavor (short videos
+    included), reasoning (`thinking`, only when on: runs without it keep their earlier fingerprints), evals version;
   * generation settings (max_new_tokens, sampling, seed) and dtype;
   * versions of the packages that change outputs (ernie_vl, torch, numpy, pillow, av).
 Sizes (replicas, batch size) and packages that move data without changing it (ray, pyarrow) are recorded in the
@@ -82,16 +83,19 @@ def package_versions(names=RECORDED_PACKAGES) -> dict:
     return out
 
 
-def benchmark_fingerprint_parts(common: dict, benchmark_name: str, benchmark) -> dict:
-    """The fingerprinted facts of one benchmark of a run (`common` from `common_parts`)."""
+def benchmark_fingerprint_parts(common: dict, benchmark_name: str, benchmark, thinking: dict | None = None) -> dict:
+    """The fingerprinted facts of one benchmark of a run (`common` from `common_parts`; `thinking` from
+    `EvalConfig.thinking_record`)."""
     version = getattr(benchmark, "version", None)
-    sampling = getattr(benchmark, "video_sampling", None)
-    return {
+    parts = {
         **common,
         "benchmark": benchmark_name,
         "benchmark_version": None if version is None else str(version),
-        "video_sampling": sampling,
+        "video_sampling": benchmark.video_policy(common["flavor"]),
     }
+    if thinking is not None:
+        parts["thinking"] = thinking
+    return parts
 
 
 def common_parts(cfg, model_path: Path, dtype: str) -> dict:

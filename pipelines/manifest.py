@@ -112,6 +112,7 @@ def start_manifest(old: dict, cfg: EvalConfig, plan: ResourcePlan, dtype: str, p
         "config": cfg.to_dict(),
         "dtype": dtype,
         "resources": {
+            "thinking": parts[name].get("thinking") is not None,  # reasoning on (fingerprint_parts: its settings)
             "device": plan.device,
             "cluster_cpus": plan.cluster_cpus,
             "cluster_gpus": plan.cluster_gpus,

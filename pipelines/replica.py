@@ -79,7 +79,7 @@ class ReplicaStage:
     """Ray Data actor: packs → generated rows (see the module docstring)."""
 
     def __init__(self, model_path: str, dtype: str | None, device: str, torch_threads: int, expert_shards: int,
-                 batch_size: int, batch_tokens: int, generation, reuse: bool = True):
+                 batch_size: int, batch_tokens: int, generation, reuse: bool = True, max_answer_tokens: int | None = None):
         # NOTE: Ray Data constructs this class on the actor's main thread but calls it on an executor thread. Two
         # threads running torch ops means two OpenMP thread teams whose idle threads spin against each other; on a
         # machine with few cores that slowed generation by ~1.5x. So every torch call — load, warm-up, generate —
@@ -93,6 +93,7 @@ class ReplicaStage:
         # the job's settings over the checkpoint's EOS and pad ids
         defaults = GenerationSettings.from_checkpoint(model_path, self.engine.model.config)
         self.generation = generation.replace(eos_token_id=defaults.eos_token_id, pad_token_id=defaults.pad_token_id)
+        self.answer_cap = answer_cap(model_path, max_answer_tokens)  # for reasoning rows only
         self.pid = os.getpid()
         trace("replica", "loaded")
         self._thread.submit(self.warm_up).result()
@@ -123,9 +124,15 @@ class ReplicaStage:
         except Exception:  # noqa: BLE001 - an optimisation only; real errors surface on real batches
             pass
 
+    def settings(self, item: dict):
+        """The generation settings of one prepared item: the job's, its token budget, and for a reasoning row the
+        cap on answer tokens after `</think>`."""
+        s = self.generation.replace(max_new_tokens=item["max_new_tokens"])
+        return s.replace(**self.answer_cap) if item.get("thinking") and self.answer_cap else s
+
     def _generate(self, items: list[dict]) -> list:
-        """Generate for items of one max_new_tokens; on failure retry one by one. Returns Generated | error str."""
-        s = self.generation.replace(max_new_tokens=items[0]["max_new_tokens"])
+        """Generate for items of one settings; on failure retry one by one. Returns Generated | error str."""
+        s = self.settings(items[0])
         try:
             return self.engine.generate([it["inputs"] for it in items], s)
         except Exception as exc:
@@ -145,10 +152,10 @@ class ReplicaStage:
     def _call(self, batch: pa.Table) -> pa.Table:
         t0 = time.perf_counter()
         items = unpack(batch)
-        todo: dict[int, list[int]] = {}
+        todo: dict[tuple, list[int]] = {}
         for i, it in enumerate(items):
             if it["error"] is None and it["inputs"] is not None:
-                todo.setdefault(it["max_new_tokens"], []).append(i)
+                todo.setdefault((it["max_new_tokens"], bool(it.get("thinking"))), []).append(i)
         results: dict[int, object] = {}
         for _, idx in sorted(todo.items()):
             for i, g in zip(idx, self._generate([items[i] for i in idx])):
@@ -159,7 +166,7 @@ class ReplicaStage:
             row.update(error=it["error"], prompt_tokens=it["prompt_tokens"], visual_tokens=it["visual_tokens"],
                        media_items=it.get("media_items"),
                        preprocess_s=it.get("preprocess_s"), frame_indices=it.get("frame_indices"),
-                       frame_timestamps=it.get("frame_timestamps"))
+                       frame_timestamps=it.get("frame_timestamps"), thinking=bool(it.get("thinking")))
             g = results.get(i)
             if isinstance(g, str):
                 row["error"] = g
@@ -169,6 +176,21 @@ class ReplicaStage:
             rows.append(row)
         trace("replica", "call", n=len(rows), s=round(time.perf_counter() - t0, 4))
         return generated_table(rows)
+
+
+def answer_cap(model_path: str, max_answer_tokens: int | None) -> dict:
+    """`GenerationSettings` changes that end a reasoning row `max_answer_tokens` tokens after its `</think>` token
+    ({} without a cap). The marker must be one token of the checkpoint's tokenizer."""
+    if max_answer_tokens is None:
+        return {}
+    from ernie_vl.reasoning import THINK_END
+    from ernie_vl.tokenizer import Tokenizer
+
+    ids = Tokenizer.from_pretrained(model_path).encode(THINK_END)
+    if len(ids) != 1:
+        raise NotImplementedError(f"--max-answer-tokens counts tokens after a one-token {THINK_END!r}; the tokenizer "
+                                  f"of {model_path} encodes it as {ids}")
+    return {"max_answer_tokens": max_answer_tokens, "think_end_token_id": ids[0]}
 
 
 def replica_ray_args(max_restarts: int) -> dict:

@@ -33,11 +33,14 @@ PREDICTION_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("group", pa.string(), "group key: MME image pair, MMBench circular group, Video-MME video (null if none)"),
     ("meta", pa.string(), "JSON object of extra fields a metric needs"),
     ("target", pa.string(), "accepted answers joined with ' | ' (for reading)"),
-    ("prediction", pa.string(), "the model's decoded answer (special tokens removed); null on error"),
+    ("prediction", pa.string(), "the model's decoded answer (special tokens removed; with --thinking the text after "
+                                "</think>, '' if the budget ended inside the reasoning); null on error"),
+    ("reasoning", pa.string(), "with --thinking: the text before </think> (all of it if never closed); else null"),
     ("extracted", pa.string(), "answer extracted from the prediction by the benchmark's extractor"),
     ("score", pa.float64(), "per-sample score of the flavor (null on error)"),
     ("error", pa.string(), "null, or why this sample failed ('media: ...', 'prompt_too_long: ...', ...)"),
-    ("finish_reason", pa.string(), "'stop' (EOS) or 'length' (max_new_tokens reached); null on error"),
+    ("finish_reason", pa.string(), "'stop' (EOS) or 'length' (max_new_tokens or --max-answer-tokens reached); null "
+                                   "on error"),
     ("prompt_tokens", pa.int32(), "prompt length in tokens, text + visual"),
     ("visual_tokens", pa.int32(), "image and video placeholder tokens in the prompt"),
     ("media_items", pa.int32(), "images and videos in the prompt"),

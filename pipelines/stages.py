@@ -12,8 +12,12 @@
   Each pack carries the samples' `ModelInputs` (ids, 3-D positions, indices, pixel rows) — never PIL images — and the error rows
   of its input batch, so every sample reaches the writer exactly once, failed or not. Batching by work here,
   not by row count, keeps the model stage's batches equally expensive whatever mix of images, videos and text.
-* **ScoreStage** (CPU actor): detokenizes, runs the benchmark's extractor and metric, and returns rows in
-  `PREDICTIONS_SCHEMA`. It never writes files: the driver does (see resume.py for why).
+* **ScoreStage** (CPU actor): detokenizes, splits a reasoning row's text at `</think>` into `reasoning` and the
+  answer (`ernie_vl.reasoning.split_reasoning`), runs the benchmark's extractor and metric on the answer only, and
+  returns rows in `PREDICTIONS_SCHEMA`. It never writes files: the driver does (see resume.py for why).
+
+A row *reasons* (`thinking`) when its benchmark runs with `enable_thinking` and its rendered prompt ends with the
+template's `<think>` (a prompt that ends in an assistant prefill, VLMEvalKit's MVBench, opens no reasoning block).
 
 Every stage emits exactly one output row per sample it receives, error rows included.
 """
@@ -52,6 +56,7 @@ GENERATED_SCHEMA = pa.schema(
         ("preprocess_s", pa.float64()),
         ("frame_indices", pa.list_(pa.int32())),
         ("frame_timestamps", pa.list_(pa.float64())),
+        ("thinking", pa.bool_()),
     ]
 )
 
@@ -150,12 +155,13 @@ class PreprocessStage:
     """
 
     def __init__(self, model_path: str, flavor: str, max_new_tokens: int, pack_rows: int, pack_tokens: int,
-                 max_prompt_tokens: int | None = None, reuse: bool = True):
+                 max_prompt_tokens: int | None = None, reuse: bool = True, thinking: dict[str, bool] | None = None):
         trace("preprocess", "init_start")
         import torch
 
         from ernie_vl import Processor
         from ernie_vl.config import ModelConfig
+        from ernie_vl.reasoning import THINK_START
 
         torch.set_num_threads(1)  # many small ops; parallelism comes from the actor pool
         _yield_cpu_to_replicas()
@@ -168,6 +174,8 @@ class PreprocessStage:
         limit = cfg.text.max_position_embeddings - max_new_tokens
         self.max_prompt_tokens = min(limit, max_prompt_tokens) if max_prompt_tokens else limit
         self.flavor = flavor
+        self.thinking = dict(thinking or {})  # benchmark -> enable_thinking
+        self.think_start_id = self.processor.tokenizer.token_to_id(THINK_START)
         self.max_new_tokens = max_new_tokens
         self.pack_rows = pack_rows
         self.pack_tokens = pack_tokens
@@ -186,7 +194,7 @@ class PreprocessStage:
         t0 = time.perf_counter()
         item: dict[str, Any] = {k: row.get(k) for k in RECORD_FIELDS}
         item.update(error=None, prompt_tokens=0, visual_tokens=0, media_items=0, frame_indices=None, frame_timestamps=None,
-                    inputs=None, max_new_tokens=self.max_new_tokens)
+                    inputs=None, max_new_tokens=self.max_new_tokens, thinking=False)
         if row.get("sample_error"):
             item["error"] = f"input: {row['sample_error']}"
         else:
@@ -201,11 +209,14 @@ class PreprocessStage:
     def _prepare_into(self, row: dict, item: dict) -> None:
         sample = sample_from_row(row)
         bench = self._benchmark(sample.benchmark)
+        think = self.thinking.get(sample.benchmark, False)
         inputs, metadata = self.processor.prepare(
             bench.build_messages(sample, self.flavor), source=f"{sample.benchmark}/{sample.sample_id}",
-            with_metadata=True, video_sampling=getattr(bench, "video_sampling", None),
+            with_metadata=True, video_sampling=bench.video_policy(self.flavor),
+            **({"enable_thinking": True} if think else {}),
         )
         n = inputs.num_prompt_tokens
+        item["thinking"] = think and n > 0 and int(inputs.input_ids[-1]) == self.think_start_id
         item["prompt_tokens"] = n
         item["visual_tokens"] = inputs.num_visual_tokens
         item["media_items"] = len(inputs.image_spans) + len(inputs.video_spans)
@@ -279,6 +290,8 @@ class ScoreStage:
         return self._benchmarks[name]
 
     def score_row(self, r: dict) -> dict:
+        from ernie_vl.reasoning import split_reasoning
+
         from .schema import PREDICTION_NAMES
 
         out = {k: r.get(k) for k in PREDICTION_NAMES if k in r}
@@ -293,8 +306,10 @@ class ScoreStage:
         if r.get("error") is None:
             record = {k: r.get(k) for k in RECORD_FIELDS}
             try:
-                prediction = self.tokenizer.decode(tokens or [], skip_special_tokens=True)
-                out["prediction"] = prediction
+                text = self.tokenizer.decode(tokens or [], skip_special_tokens=True)
+                split = split_reasoning(text, bool(r.get("thinking")))  # budget spent inside the reasoning: answer ""
+                prediction = split.answer
+                out["prediction"], out["reasoning"] = prediction, split.reasoning
                 extracted, score = self._benchmark(r["benchmark"]).score(record, prediction, self.flavor)
                 out["extracted"] = None if extracted is None else str(extracted)
                 out["score"] = None if score is None else float(score)

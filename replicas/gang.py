@@ -198,7 +198,8 @@ class ExpertShardedReplica:
         return drain(self.stream_lanes(lanes))
 
     def stream_lanes(self, lanes: list[tuple[list[ModelInputs], GenerationSettings]]):
-        """`generate_lanes` as it runs: yields `(lane, index in lane, token)` as soon as a rank produced the token,
+        """`generate_lanes` as it runs: yields `(lane, index in lane, token)` as soon as a rank produced the token
+        (with its `sampling.TokenLogprobs` appended when the lane's settings ask for log-probabilities),
         and returns the per-lane `Generated` lists. If a rank dies (or a call fails) the gang is rebuilt and the
         lanes run once more; tokens already yielded are not yielded again (the rerun reproduces them: greedy, or
         sampling from the lane's seed). A second failure raises `GangError`."""
@@ -227,11 +228,11 @@ class ExpertShardedReplica:
                     results[r] = payload
                     del gens[r]  # its last item: never wait on a finished generator
                     continue
-                for i, tok in payload:
+                for i, tok, *logprobs in payload:  # logprobs: present when the lane's settings ask for them
                     seen[r][i] += 1
                     if seen[r][i] > sent[r][i]:
                         sent[r][i] += 1
-                        yield r, i, tok
+                        yield (r, i, tok, *logprobs)
         return results
 
     def info(self) -> list[dict]:

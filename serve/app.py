@@ -9,9 +9,9 @@ Routes (FastAPI ingress; every replica holds the model, so there is no extra hop
     GET  /health                200 {"status": "ok"} while the replica can serve (no API key needed)
 
 Request path: API key -> body read with a byte cap -> JSON -> schema (schemas.py) -> model name -> media, processor
-and limits (prepare.py, in a thread pool) -> replica queue (batching.py; full -> 429) -> generation (decode.py: a
-continuous batch that requests join between decode steps, in the decode thread; or, K > 1, gang steps in
-sharded.py) -> answer. Every refusal is an OpenAI-shaped error with a message written by this package; an unexpected
+and limits (prepare.py, in a thread pool) -> replica queue (batching.py; full -> 429) -> generation (`ernie_vl.slots`:
+a continuous batch that requests' choices join between decode steps, in the decode thread; or, K > 1, gang steps in
+sharded.py) -> answer (choice.py: text, reasoning split, log-probabilities). Every refusal is an OpenAI-shaped error with a message written by this package; an unexpected
 exception is logged with its request id and answered with a generic 500 that carries only that id.
 
 Backpressure has two layers: Serve's `max_ongoing_requests` per replica with `max_queued_requests` in front of
@@ -37,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .batching import QueueFull
 from .errors import APIError, bad_request, internal, overloaded, unavailable
-from .schemas import (AssistantMessage, ChatCompletion, ChatCompletionChunk, Choice,
+from .schemas import (AssistantMessage, ChatCompletion, ChatCompletionChunk, Choice, ChoiceLogprobs,
                       ChunkChoice, Delta, ModelCard, ModelList, error_event, new_completion_id, now, parse_request,
                       sse, usage)
 from .security import check_api_key, read_body
@@ -184,16 +184,26 @@ class ErnieVLDeployment:
 
     async def _answer(self, job, rid: str) -> JSONResponse:
         finished = False
+        done: dict[int, tuple] = {}
         try:
             while True:
                 event = await self._next_event(job)
                 if event[0] == "done":
+                    done[event[1]] = event[2:]
+                    if len(done) < len(job.choices):
+                        continue
                     finished = True
-                    _, finish_reason, n_tokens = event
+                    choices = []
+                    for row in job.choices:
+                        finish_reason, _ = done[row.index]
+                        reasoning, content = row.answer()
+                        logprobs = None if row.logprobs is None else ChoiceLogprobs(content=row.logprobs)
+                        choices.append(Choice(index=row.index, finish_reason=finish_reason, logprobs=logprobs,
+                                              message=AssistantMessage(content=content, reasoning=reasoning,
+                                                                       reasoning_content=reasoning)))
+                    n_tokens = sum(n for _, n in done.values())
                     return JSONResponse(ChatCompletion(
-                        id=rid, created=now(), model=self.model_name,
-                        choices=[Choice(message=AssistantMessage(content=job.stream.text),
-                                        finish_reason=finish_reason)],
+                        id=rid, created=now(), model=self.model_name, choices=choices,
                         usage=usage(job.prompt_tokens, n_tokens, job.reused_prompt_tokens),
                     ).model_dump())
                 if event[0] == "error":
@@ -208,30 +218,43 @@ class ErnieVLDeployment:
                 "overloaded, retry later"))
         finally:
             if not finished:
-                job.cancelled = True  # timed out or the client went away: free the batch row
+                job.cancelled = True  # timed out or the client went away: free the batch rows
 
     async def _events(self, job, rid: str, include_usage: bool):
-        """Server-sent events: a role chunk, content deltas, a finish chunk, optionally usage, then [DONE]."""
+        """Server-sent events: a role chunk per choice, deltas (reasoning and/or content, with their log-probability
+        entries), a finish chunk per choice, optionally usage, then [DONE]."""
         created = now()
 
-        def chunk(delta: Delta, finish_reason=None) -> ChatCompletionChunk:
-            return ChatCompletionChunk(id=rid, created=created, model=self.model_name,
-                                       choices=[ChunkChoice(delta=delta, finish_reason=finish_reason)])
+        def chunk(index: int, delta: Delta, finish_reason=None, logprobs=None) -> ChatCompletionChunk:
+            lp = None if logprobs is None else ChoiceLogprobs(content=logprobs)
+            return ChatCompletionChunk(id=rid, created=created, model=self.model_name, choices=[
+                ChunkChoice(index=index, delta=delta, finish_reason=finish_reason, logprobs=lp)])
 
         finished = False
+        done: dict[int, int] = {}
         try:
-            yield sse(chunk(Delta(role="assistant", content="")))
+            for row in job.choices:
+                yield sse(chunk(row.index, Delta(role="assistant", content="")))
             while True:
                 event = await self._next_event(job)
                 if event[0] == "delta":
-                    yield sse(chunk(Delta(content=event[1])))
+                    _, index, reasoning, content, logprobs = event
+                    if reasoning:
+                        yield sse(chunk(index, Delta(reasoning=reasoning, reasoning_content=reasoning), None,
+                                        logprobs))
+                        logprobs = None if logprobs is None else []  # sent with the reasoning piece
+                    if content or not reasoning:
+                        yield sse(chunk(index, Delta(content=content), None, logprobs))
                 elif event[0] == "done":
+                    _, index, finish_reason, n_tokens = event
+                    done[index] = n_tokens
+                    yield sse(chunk(index, Delta(), finish_reason))
+                    if len(done) < len(job.choices):
+                        continue
                     finished = True
-                    _, finish_reason, n_tokens = event
-                    yield sse(chunk(Delta(), finish_reason))
                     if include_usage:
                         yield sse(ChatCompletionChunk(id=rid, created=created, model=self.model_name, choices=[],
-                                                      usage=usage(job.prompt_tokens, n_tokens,
+                                                      usage=usage(job.prompt_tokens, sum(done.values()),
                                                                   job.reused_prompt_tokens)))
                     yield sse("[DONE]")
                     return

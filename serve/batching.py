@@ -7,7 +7,7 @@ Requests (jobs) wait in a FIFO queue; one decode thread owns the model and loops
     decoding -> between two decode steps, admit at once whatever fits into free slots (no extra wait: a decode step
                 is the natural batching interval); drop rows whose client went away; run one step
 
-What "fits" is the decoder's rule (decode.py): a free slot and padded work — longest (prompt + max_new_tokens) x rows —
+What "fits" is the decoder's rule (`ernie_vl.slots.ContinuousBatch.fits`): a free slot and padded work — longest (prompt + max_new_tokens) x rows —
 within `max_batch_tokens`. Jobs are admitted in arrival order; a job that does not fit waits at the head, so a big
 request is not starved by a stream of small ones.
 
@@ -49,14 +49,16 @@ class JobQueue:
     def __len__(self) -> int:
         return len(self._jobs)
 
-    def submit(self, job) -> None:
-        """Queue `job` or raise QueueFull at once (never blocks)."""
+    def submit(self, *jobs) -> None:
+        """Queue `jobs` (the choices of one request: all or none) or raise QueueFull at once (never blocks)."""
         with self._cond:
-            if len(self._jobs) >= self.max_queued:
+            if len(self._jobs) + len(jobs) > self.max_queued:
                 raise QueueFull(f"{len(self._jobs)} requests are already waiting on this replica "
                                 f"(limit {self.max_queued})")
-            job.enqueued_at = time.monotonic()
-            self._jobs.append(job)
+            t = time.monotonic()
+            for job in jobs:
+                job.enqueued_at = t
+                self._jobs.append(job)
             self._cond.notify()
 
     def push_front(self, jobs: list) -> None:

@@ -53,7 +53,8 @@ def add_serve_command(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--max-ongoing-requests", type=int, default=64, help="concurrent requests per replica")
     s.add_argument("--max-queued-requests", type=int, default=256,
                    help="requests waiting in front of the replicas before 429")
-    s.add_argument("--max-tokens-limit", type=int, default=1024, help="largest max_tokens a request may ask for")
+    s.add_argument("--max-tokens-limit", type=int, default=None,
+                   help="largest max_tokens a request may ask for (default: what the model's context holds)")
     s.add_argument("--max-prompt-tokens", type=int, default=8192)
     s.add_argument("--media-root", action="append", default=[], metavar="DIR",
                    help="folder local image/video paths may be read from (repeatable; default: none)")
@@ -93,7 +94,7 @@ def settings_from_args(a: argparse.Namespace) -> ServeSettings:
         expert_placement=a.expert_placement,
         shard_num_cpus=a.shard_num_cpus,
         max_tokens_limit=a.max_tokens_limit,
-        default_max_tokens=min(64, a.max_tokens_limit),
+        default_max_tokens=min(64, a.max_tokens_limit or 64),
         max_prompt_tokens=a.max_prompt_tokens,
         max_batch_size=a.max_batch_size,
         max_batch_tokens=a.max_batch_tokens,

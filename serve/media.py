@@ -112,17 +112,18 @@ def _fetch(url: str, where: str, max_bytes: int, timeout_s: float) -> bytes:
 
 
 def check_image(data: bytes, where: str, settings: ServeSettings) -> MediaInfo:
-    """Read the image header only and enforce the pixel limit (a decompression bomb is refused undecoded)."""
+    """Read the image header only and enforce the pixel limit (a decompression bomb is refused undecoded; a large
+    photo is accepted: the processor resizes it to its own pixel budget)."""
     import warnings
 
     from PIL import Image
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below decides
             with Image.open(io.BytesIO(data)) as im:  # lazy: parses the header, decodes nothing
                 fmt, (w, h) = im.format, im.size
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:  # beyond twice Pillow's MAX_IMAGE_PIXELS: Pillow refuses it itself
         raise bad_request(f"{where}: the image has too many pixels (limit {settings.max_image_pixels})",
                           code="image_too_large") from None
     except Exception:  # noqa: BLE001 - any parser failure means "not an image we accept"

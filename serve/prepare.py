@@ -39,8 +39,10 @@ def to_processor_messages(req: ChatCompletionRequest, settings: ServeSettings
     locations: dict[str, list[str]] = {"image": [], "video": []}
     for i, msg in enumerate(req.messages):
         role = "system" if msg.role == "developer" else msg.role
+        reasoning = msg.reasoning_content if msg.reasoning_content is not None else msg.reasoning
+        extra = {"reasoning_content": reasoning} if reasoning is not None else {}  # the template renders it
         if msg.content is None or isinstance(msg.content, str):
-            out.append({"role": role, "content": msg.content or ""})
+            out.append({"role": role, "content": msg.content or "", **extra})
             continue
         parts = []
         for j, part in enumerate(msg.content):
@@ -56,7 +58,7 @@ def to_processor_messages(req: ChatCompletionRequest, settings: ServeSettings
             infos.append(info)
             locations[kind].append(where)
             parts.append({"type": kind, kind: data})
-        out.append({"role": role, "content": parts})
+        out.append({"role": role, "content": parts, **extra})
     return out, infos, locations
 
 
@@ -101,10 +103,12 @@ def processing_error(exc: Exception, locations: dict[str, list[str]]) -> APIErro
     return bad_request(f"{where}: {cause[:300]}", where, "invalid_media" if isinstance(exc, MediaError) else None)
 
 
-def run_processor(processor, messages: list[dict], locations: dict[str, list[str]] | None = None) -> ModelInputs:
-    """The batch pipeline's call (`Processor.prepare`): chat template + tokenizer + image/video processors."""
+def run_processor(processor, messages: list[dict], locations: dict[str, list[str]] | None = None,
+                  template_kwargs: dict | None = None) -> ModelInputs:
+    """The batch pipeline's call (`Processor.prepare`): chat template (with the request's `chat_template_kwargs`)
+    + tokenizer + image/video processors."""
     try:
-        return processor.prepare(messages)
+        return processor.prepare(messages, **(template_kwargs or {}))
     except ValueError as e:  # ernie_vl's typed input errors derive from ValueError
         raise processing_error(e, locations or {}) from None
 
@@ -115,12 +119,17 @@ def request_settings(req: ChatCompletionRequest, settings: ServeSettings, defaul
     with what the request asks for.
 
     temperature 0 (or unset with a greedy checkpoint) means greedy decoding, like the batch pipeline's defaults.
+    max_tokens may be anything the model's context holds after the prompt (as vLLM), unless the operator set a
+    lower `max_tokens_limit`.
     """
     if prompt_tokens > settings.max_prompt_tokens:
         raise bad_request(f"the prompt is {prompt_tokens} tokens (images and videos included); the limit is "
                           f"{settings.max_prompt_tokens}", "messages", "context_length_exceeded")
+    if req.n > settings.max_batch_size:
+        raise bad_request(f"n={req.n} exceeds this server's limit of {settings.max_batch_size} choices per request "
+                          "(its max_batch_size)", "n", "invalid_value")
     asked = req.requested_max_tokens()
-    if asked is not None and asked > settings.max_tokens_limit:
+    if asked is not None and settings.max_tokens_limit is not None and asked > settings.max_tokens_limit:
         raise bad_request(f"max_tokens={asked} exceeds this server's limit of {settings.max_tokens_limit}",
                           "max_tokens", "invalid_value")
     room = max_context - prompt_tokens
@@ -128,12 +137,15 @@ def request_settings(req: ChatCompletionRequest, settings: ServeSettings, defaul
         raise bad_request(f"the prompt ({prompt_tokens} tokens) plus max_tokens ({asked}) exceeds the model's "
                           f"context of {max_context} tokens", "max_tokens", "context_length_exceeded")
     max_new = asked if asked is not None else min(settings.default_max_tokens, room)
+    penalties = {"presence_penalty": req.presence_penalty or 0.0, "frequency_penalty": req.frequency_penalty or 0.0,
+                 "repetition_penalty": req.repetition_penalty if req.repetition_penalty is not None else 1.0,
+                 "logprobs": req.top_k_logprobs()}
     if req.temperature is None:
         do_sample, temperature = defaults.do_sample, defaults.temperature
     else:
         do_sample, temperature = req.temperature > 0, (req.temperature if req.temperature > 0 else 1.0)
     if not do_sample:
-        return defaults.replace(max_new_tokens=max_new, do_sample=False)
+        return defaults.replace(max_new_tokens=max_new, do_sample=False, **penalties)
     import secrets
 
     return defaults.replace(
@@ -143,7 +155,16 @@ def request_settings(req: ChatCompletionRequest, settings: ServeSettings, defaul
         top_p=req.top_p if req.top_p is not None else defaults.top_p,
         top_k=req.top_k if req.top_k is not None else defaults.top_k,
         seed=req.seed if req.seed is not None else secrets.randbits(63),
+        **penalties,
     )
+
+
+def choice_settings(settings: GenerationSettings, n: int) -> list[GenerationSettings]:
+    """The settings of each of `n` choices: a sampling choice i draws from seed + i (independent samples, the
+    request's seed still reproduces them all); greedy choices are identical."""
+    if not settings.samples:
+        return [settings] * n
+    return [settings] + [settings.replace(seed=(settings.seed + i) % (1 << 64)) for i in range(1, n)]
 
 
 def check_estimate(estimated_tokens: int, settings: ServeSettings) -> None:

@@ -2,14 +2,11 @@
 
 One runtime per replica: `ModelRuntime` (the whole model in this process, below) or, with `expert_shards` K > 1,
 `sharded.GangRuntime` (a gang of K rank actors holds the model; see that module); `make_runtime` picks. `prepare`
-turns a validated request into a `RequestJob` (media, processor and limit checks run in a small thread pool, so a big
-video does not stall the event loop); `submit` queues it (batching.py); in `ModelRuntime` one decode thread admits
-queued jobs into the continuous batch (decode.py) between decode steps and pushes events to each job's asyncio queue
-as tokens come out (`GangRuntime` pushes the same events as its gang streams tokens):
-
-    ("delta", text)                       streaming requests only, text safe to send
-    ("done", finish_reason, n_tokens)     finish_reason "stop" | "length"
-    ("error", exception)                  the batch failed
+turns a validated request into a `choice.RequestJob` (media, processor and limit checks run in a small thread pool, so
+a big video does not stall the event loop); `submit` queues its `n` choice rows (batching.py); in `ModelRuntime` one
+decode thread admits queued rows into the continuous batch (`ernie_vl.slots`) between decode steps, and each row
+pushes its events (text deltas split into reasoning and answer, log-probabilities, done; see choice.py) to its
+request's asyncio queue as tokens come out (`GangRuntime` feeds the same rows as its gang streams tokens).
 
 The model, the processor and the decoding of token ids to text are the batch pipeline's: `ernie_vl.load_model`
 (bfloat16 on GPUs by default, as the pipeline), `ernie_vl.Processor.prepare`, the checkpoint's generation defaults
@@ -30,56 +27,15 @@ from ernie_vl.prefix import PrefixCache
 from ernie_vl.slots import ContinuousBatch
 
 from .batching import JobQueue
-from .prepare import check_estimate, estimate_image_tokens, request_settings, run_processor, to_processor_messages
+from .choice import RequestJob, TokenText
+from .prepare import (check_estimate, choice_settings, estimate_image_tokens, request_settings, run_processor,
+                      to_processor_messages)
 from .schemas import ChatCompletionRequest
 from .settings import ServeSettings
 from .textstream import TextStream, byte_fallback_ids
 
 log = logging.getLogger("ernie_vl.serve")
 MIN_PREFIX = 32  # shared prompt tokens (media included) worth continuing from
-
-
-class RequestJob:
-    """One admitted request: what the queue holds, a decoder slot runs and the decode thread reports into."""
-
-    def __init__(self, inputs: ModelInputs, settings: GenerationSettings, stream: TextStream, want_deltas: bool):
-        self.inputs = inputs
-        self.settings = settings
-        self.stream = stream
-        self.want_deltas = want_deltas
-        self.cancelled = False
-        self.reused_prompt_tokens = 0  # set on admission: prompt tokens taken from a stored or shared prefix
-        self.enqueued_at = 0.0
-        self.loop = asyncio.get_running_loop()
-        self.events: asyncio.Queue = asyncio.Queue()
-
-    @property
-    def prompt_tokens(self) -> int:
-        return self.inputs.num_prompt_tokens
-
-    def _put(self, event: tuple) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
-        except RuntimeError:  # the event loop is closed: the replica is going away
-            pass
-
-    def on_token(self, token: int, finish: str | None) -> bool:
-        """Called from the decode thread for each new token; returns True to stop this row."""
-        if self.cancelled:
-            return True
-        delta, stopped = self.stream.push(token)
-        if stopped:
-            finish = "stop"
-        if finish is not None:
-            delta += self.stream.finish()
-        if delta and self.want_deltas:
-            self._put(("delta", delta))
-        if finish is not None:
-            self._put(("done", finish, len(self.stream.tokens)))
-        return stopped
-
-    def fail(self, exc: BaseException) -> None:
-        self._put(("error", exc))
 
 
 class Frontend:
@@ -99,6 +55,7 @@ class Frontend:
         self.eos = list(self.defaults.eos_token_id)
         backend = getattr(self.tokenizer, "backend", None)
         self.byte_ids = byte_fallback_ids(backend.get_vocab()) if backend is not None else set()
+        self.token_text = TokenText(self.tokenizer, self.byte_ids)
         self.max_context = int(model.config.text.max_position_embeddings)
         self.model_name = settings.model_name()
         self.queue = JobQueue(settings.max_queued_requests, settings.batch_wait_timeout_s)
@@ -114,19 +71,22 @@ class Frontend:
     def _prepare_sync(self, req: ChatCompletionRequest) -> tuple[ModelInputs, GenerationSettings]:
         messages, infos, locations = to_processor_messages(req, self.settings)
         check_estimate(estimate_image_tokens(self.processor, infos), self.settings)
-        inputs = run_processor(self.processor, messages, locations)
+        inputs = run_processor(self.processor, messages, locations, req.template_kwargs())
         return inputs, request_settings(req, self.settings, self.defaults, inputs.num_prompt_tokens, self.max_context)
 
     async def prepare(self, req: ChatCompletionRequest) -> RequestJob:
         """Media, processor and limits (in the preprocessing pool) -> a job ready to submit. Raises APIError."""
         loop = asyncio.get_running_loop()
         inputs, settings = await loop.run_in_executor(self._pool, self._prepare_sync, req)
-        stream = TextStream(self.decode_text, req.stop_list(), self.byte_ids)
-        return RequestJob(inputs, settings, stream, want_deltas=req.stream)
+        return RequestJob(inputs, choice_settings(settings, req.n),
+                          lambda: TextStream(self.decode_text, req.stop_list(), self.byte_ids),
+                          want_deltas=req.stream, thinking=req.thinking(), token_text=self.token_text)
 
     def submit(self, job: RequestJob) -> None:
-        """Queue a prepared job (raises batching.QueueFull when the replica's queue is at its bound)."""
-        self.queue.submit(job)
+        """Queue a prepared job's choices at once (raises batching.QueueFull when the replica's queue cannot take
+        them all)."""
+        self.queue.submit(*job.choices)
+        job.enqueued_at = job.choices[0].enqueued_at
 
     def close(self) -> None:
         self._stop.set()

@@ -1,14 +1,19 @@
 """OpenAI chat-completions request and response models (pydantic v2), the subset this server implements.
 
 Request: ``model``, ``messages`` (roles system/developer/user/assistant; content a string or a list of ``text``,
-``image_url`` and ``video_url`` parts), ``max_tokens``/``max_completion_tokens``, ``temperature``, ``top_p``,
-``top_k`` (extension, as vLLM), ``seed``, ``stop`` (string or up to 4 strings), ``n`` (1 only), ``stream``,
-``stream_options.include_usage``. Unknown fields are ignored, as OpenAI-compatible servers do; fields this server
-does not implement (tools, logprobs, penalties, ...) are refused when set to a non-default value, so a client never
-silently gets something other than what it asked for. Types are strict: ``"max_tokens": "10"`` is an error.
+``image_url`` and ``video_url`` parts; an assistant turn may carry its reasoning back as ``reasoning`` or
+``reasoning_content``), ``max_tokens``/``max_completion_tokens``, ``temperature``, ``top_p``, ``top_k`` (extension,
+as vLLM), ``seed``, ``stop`` (string or up to 4 strings), ``n``, ``logprobs``/``top_logprobs``, ``presence_penalty``/
+``frequency_penalty``, ``repetition_penalty`` (extension, as vLLM), ``chat_template_kwargs`` (as vLLM: template
+variables, e.g. ``{"enable_thinking": true}``), ``stream``, ``stream_options.include_usage``. Unknown fields are
+ignored, as OpenAI-compatible servers do; fields this server does not implement (tools, response_format,
+logit_bias, ...) are refused when set to a non-default value, so a client never silently gets something other than
+what it asked for. Types are strict: ``"max_tokens": "10"`` is an error.
 
 Responses: ``chat.completion`` (with ``usage``), ``chat.completion.chunk`` for server-sent events, ``list`` of
-``model`` objects. Field names and nesting follow the OpenAI API reference so the ``openai`` client parses them.
+``model`` objects. Field names and nesting follow the OpenAI API reference so the ``openai`` client parses them; a
+thinking model's reasoning is returned in ``message.reasoning`` and ``message.reasoning_content`` (streamed:
+``delta.reasoning`` / ``delta.reasoning_content``), both names being read by clients (vLLM's current and former one).
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import APIError, bad_request
 
 _STRICT = ConfigDict(strict=True, extra="ignore")
+# Template variables the server sets itself (a request's chat_template_kwargs may not override them).
+RESERVED_TEMPLATE_VARIABLES = frozenset({"messages", "tools", "documents", "add_generation_prompt",
+                                         "bos_token", "eos_token", "unk_token", "pad_token", "cls_token",
+                                         "sep_token", "mask_token"})
 
 
 class TextPart(BaseModel):
@@ -57,6 +66,8 @@ class Message(BaseModel):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    reasoning: str | None = None  # an earlier assistant turn's reasoning (either name; vLLM's and its former one)
+    reasoning_content: str | None = None
 
 
 class StreamOptions(BaseModel):
@@ -75,38 +86,47 @@ class ChatCompletionRequest(BaseModel):
     top_k: int | None = Field(default=None, ge=0)
     seed: int | None = Field(default=None, ge=-(2**63), lt=2**64)
     stop: str | list[str] | None = None
-    n: int = 1
+    n: int = Field(default=1, ge=1, le=128)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    # Known OpenAI fields this server does not implement: refused unless left at their default.
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    repetition_penalty: float | None = Field(default=None, gt=0.0)
+    chat_template_kwargs: dict[str, Any] | None = None
+    # Known OpenAI fields this server does not implement: refused unless left at their default.
     tools: list[Any] | None = None
     tool_choice: Any = None
     functions: list[Any] | None = None
     response_format: dict[str, Any] | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
     logit_bias: dict[str, Any] | None = None
 
     def check_supported(self) -> None:
         """Refuse requests that ask for something this server cannot do (instead of ignoring it)."""
-        if self.n != 1:
-            raise bad_request(f"n: n={self.n} is not supported; this server returns exactly one choice", "n")
         unsupported = {
-            "logprobs": bool(self.logprobs),
-            "top_logprobs": self.top_logprobs not in (None, 0),
             "tools": bool(self.tools),
             "tool_choice": self.tool_choice not in (None, "none"),
             "functions": bool(self.functions),
             "response_format": self.response_format not in (None, {"type": "text"}),
-            "presence_penalty": self.presence_penalty not in (None, 0, 0.0),
-            "frequency_penalty": self.frequency_penalty not in (None, 0, 0.0),
             "logit_bias": bool(self.logit_bias),
         }
         for name, is_set in unsupported.items():
             if is_set:
                 raise bad_request(f"{name}: not supported by this server; leave it unset", name)
+        if self.top_logprobs and not self.logprobs:
+            raise bad_request("top_logprobs: needs logprobs=true", "top_logprobs")
+        for i, msg in enumerate(self.messages):
+            if msg.role != "assistant" and (msg.reasoning is not None or msg.reasoning_content is not None):
+                raise bad_request(f"messages[{i}]: only assistant messages carry reasoning", f"messages[{i}]")
+        kwargs = self.chat_template_kwargs or {}
+        reserved = sorted(set(kwargs) & RESERVED_TEMPLATE_VARIABLES)
+        if reserved:
+            raise bad_request(f"chat_template_kwargs: {', '.join(reserved)} cannot be set by a request",
+                              "chat_template_kwargs")
+        if "enable_thinking" in kwargs and not isinstance(kwargs["enable_thinking"], bool):
+            raise bad_request("chat_template_kwargs.enable_thinking: must be true or false",
+                              "chat_template_kwargs.enable_thinking")
         stops = self.stop_list()
         if len(stops) > 4:
             raise bad_request(f"stop: {len(stops)} strings given; at most 4 are allowed", "stop")
@@ -116,6 +136,20 @@ class ChatCompletionRequest(BaseModel):
                 and self.max_tokens != self.max_completion_tokens:
             raise bad_request("max_tokens: max_tokens and max_completion_tokens disagree; send one of them",
                               "max_tokens")
+
+    def template_kwargs(self) -> dict[str, Any]:
+        """Variables for the chat template (as vLLM passes `chat_template_kwargs`; a key the template does not use
+        changes nothing)."""
+        return dict(self.chat_template_kwargs or {})
+
+    def thinking(self) -> bool:
+        """Whether the prompt ends in ``<think>``: thinking asked for, and no trailing assistant prefill (which is
+        continued as it stands)."""
+        return (self.template_kwargs().get("enable_thinking") is True) and self.messages[-1].role != "assistant"
+
+    def top_k_logprobs(self) -> int | None:
+        """None without logprobs; else how many alternatives per token (top_logprobs, default 0)."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -201,13 +235,30 @@ class Usage(BaseModel):
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
+    reasoning: str | None = None  # a thinking model's reasoning (None when thinking is off), under both names
+    reasoning_content: str | None = None
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob] | None = None
+    refusal: list[TokenLogprob] | None = None
 
 
 class Choice(BaseModel):
     index: int = 0
     message: AssistantMessage
     finish_reason: Literal["stop", "length"]
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletion(BaseModel):
@@ -223,13 +274,15 @@ class ChatCompletion(BaseModel):
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning: str | None = None
+    reasoning_content: str | None = None
 
 
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: Delta
     finish_reason: Literal["stop", "length"] | None = None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(BaseModel):

@@ -69,10 +69,13 @@ class ServeSettings:
         shard_num_cpus: CPUs per rank actor when K > 1 (None: 1 when the ranks have GPUs, else 0.25).
     Generation:
         default_max_tokens: completion budget when a request gives no max_tokens.
-        max_tokens_limit: the largest max_tokens a request may ask for.
+        max_tokens_limit: the largest max_tokens a request may ask for (None: whatever the model's context holds
+            after the prompt, as vLLM; a request beyond it gets 400 context_length_exceeded). A request's prompt plus
+            max_tokens is reserved in the KV cache while it runs (see max_batch_tokens).
         max_prompt_tokens: prompt length limit (text + image + video tokens); the model's context caps it too.
     Batching and backpressure (per replica):
-        max_batch_size, max_batch_tokens: a batch closes at this many requests or padded (prompt + new) tokens.
+        max_batch_size, max_batch_tokens: a batch closes at this many requests (choices: `n` counts n) or padded
+            (prompt + max_tokens) tokens; a request beyond max_batch_tokens alone still runs, alone.
         batch_wait_timeout_s: how long the first request of a batch waits for company.
         max_queued_requests: requests admitted to the replica's queue beyond that are answered 429.
         request_timeout_s: a request still unanswered after this many seconds gets 503 (never a hang).
@@ -88,7 +91,8 @@ class ServeSettings:
         allowed_url_prefixes: http(s) URL prefixes that may be fetched (e.g. "https://images.example.com/");
             empty = remote URLs are refused (no SSRF).
         max_request_bytes: HTTP body limit. max_media_bytes: one image/video (decoded data URL, file or download).
-        max_image_pixels: width*height read from the image header, checked before decoding.
+        max_image_pixels: width*height read from the image header, checked before decoding: a decompression-bomb
+            guard (default Pillow's MAX_IMAGE_PIXELS, 89,478,485), not a photo-size limit (the processor resizes).
         max_video_frames, max_video_pixels, max_video_seconds: read from the container, checked before decoding.
         max_media_items: images + videos per request. url_timeout_s: remote fetch timeout.
     Deployment (used by the CLI/`build_app`; a Serve config's `deployments:` section overrides them):
@@ -108,7 +112,7 @@ class ServeSettings:
     shard_num_cpus: float | None = None
 
     default_max_tokens: int = 64
-    max_tokens_limit: int = 1024
+    max_tokens_limit: int | None = None
     max_prompt_tokens: int = 8192
 
     max_batch_size: int = 32
@@ -126,7 +130,7 @@ class ServeSettings:
     allowed_url_prefixes: list[str] = field(default_factory=list)
     max_request_bytes: int = 32 << 20
     max_media_bytes: int = 16 << 20
-    max_image_pixels: int = 4096 * 4096
+    max_image_pixels: int = 89_478_485
     max_video_frames: int = 4096
     max_video_pixels: int = 1920 * 1080
     max_video_seconds: float = 600.0
@@ -146,7 +150,7 @@ class ServeSettings:
             raise ValueError(f"expert_placement must be one of {list(EXPERT_PLACEMENTS)}, got {self.expert_placement!r}")
         if self.shard_num_cpus is not None and not float(self.shard_num_cpus) > 0:
             raise ValueError(f"shard_num_cpus must be > 0, got {self.shard_num_cpus!r}")
-        positive = ("default_max_tokens", "max_tokens_limit", "max_prompt_tokens", "max_batch_size",
+        positive = ("default_max_tokens", "max_prompt_tokens", "max_batch_size",
                     "max_batch_tokens", "max_queued_requests", "preprocess_workers", "max_request_bytes",
                     "max_media_bytes", "max_image_pixels", "max_video_frames", "max_video_pixels", "replicas",
                     "max_ongoing_requests")
@@ -155,7 +159,10 @@ class ServeSettings:
             raise ValueError(f"these settings must be positive integers: {bad}")
         if self.max_replicas and self.max_replicas < self.replicas:
             raise ValueError(f"max_replicas={self.max_replicas} is below replicas={self.replicas}")
-        if self.default_max_tokens > self.max_tokens_limit:
+        if self.max_tokens_limit is not None and not (isinstance(self.max_tokens_limit, int)
+                                                      and self.max_tokens_limit > 0):
+            raise ValueError(f"max_tokens_limit must be a positive integer or None, got {self.max_tokens_limit!r}")
+        if self.max_tokens_limit is not None and self.default_max_tokens > self.max_tokens_limit:
             raise ValueError(
                 f"default_max_tokens={self.default_max_tokens} exceeds max_tokens_limit={self.max_tokens_limit}"
             )

@@ -10,11 +10,12 @@ Batching: one gang thread loops
     -> take up to `max_batch_size` x K jobs and `max_batch_tokens` x K padded (prompt + new) tokens
     -> plan one lane per rank (`plan_lanes`) -> one `gang.stream_lanes` call -> each token to its job as it comes
 
-A lane is one rank's share of the step, run under one `GenerationSettings`. Greedy jobs share lanes, balanced over
-the ranks by their work; a lane's budget is its longest job's and each job keeps only its own `max_tokens` (greedy
-tokens do not depend on the budget, so the answer equals a K = 1 replica's). A sampling job gets a lane of its own,
-seeded with its seed, so its answer does not depend on what else runs; at most K (K - 1 beside greedy work) run per
-step, the others wait at the head of the queue for the next step. Jobs arriving during a step wait for the next
+A lane is one rank's share of the step, run under one `GenerationSettings`. A job is one choice of a request
+(`choice.ChoiceRow`). Plain greedy jobs share lanes, balanced over the ranks by their work; a lane's budget is its
+longest job's and each job keeps only its own `max_tokens` (greedy tokens do not depend on the budget, so the answer
+equals a K = 1 replica's). A job with settings of its own — sampling (seeded with its seed, so its answer does not
+depend on what else runs), penalties or log-probabilities — gets a lane of its own; at most K (K - 1 beside plain
+greedy work) run per step, the others wait at the head of the queue for the next step. Jobs arriving during a step wait for the next
 one: there is no joining a running step (the K = 1 replica's continuous batch does that).
 
 Streaming: every rank streams its tokens step by step (`ExpertShardedReplica.stream_lanes`), and each goes to its
@@ -48,14 +49,20 @@ def need(job) -> int:
     return job.prompt_tokens + job.settings.max_new_tokens
 
 
+def solo(settings: GenerationSettings) -> bool:
+    """Whether a job needs a lane of its own: its settings change tokens or outputs beyond the budget."""
+    return settings.samples or settings.penalized or settings.logprobs is not None
+
+
 def plan_lanes(jobs: list, k: int) -> tuple[list[list], list]:
     """One gang step: `k` lanes (jobs per rank, some possibly empty) and the jobs left for a later step.
 
-    Greedy jobs share lanes (longest first onto the least-loaded lane); each sampling job takes a lane of its own,
-    leaving at least one lane to the greedy jobs when there are any. Sampling jobs beyond that are returned, in order.
+    Plain greedy jobs share lanes (longest first onto the least-loaded lane); each `solo` job (sampling, penalties,
+    log-probabilities) takes a lane of its own, leaving at least one lane to the greedy jobs when there are any.
+    Solo jobs beyond that are returned, in order.
     """
-    greedy = [j for j in jobs if not j.settings.samples]
-    sampled = [j for j in jobs if j.settings.samples]
+    greedy = [j for j in jobs if not solo(j.settings)]
+    sampled = [j for j in jobs if solo(j.settings)]
     n_sampled = min(len(sampled), k - 1 if greedy else k)
     n_greedy = k - n_sampled
     lanes: list[list] = [[] for _ in range(n_greedy)]
@@ -111,7 +118,7 @@ class GangRuntime(Frontend):
     def lane_settings(self, lane: list) -> GenerationSettings:
         if not lane:
             return self.defaults.replace(max_new_tokens=0)
-        if lane[0].settings.samples:  # a sampling lane holds one job
+        if solo(lane[0].settings):  # a lane of its own: the job's settings
             return lane[0].settings
         return self.defaults.replace(max_new_tokens=max(j.settings.max_new_tokens for j in lane), do_sample=False)
 
@@ -146,9 +153,9 @@ class GangRuntime(Frontend):
         open_jobs = {id(j) for j in jobs}
         stream = self.gang.stream_lanes([([j.inputs for j in lane], self.lane_settings(lane)) for lane in lanes])
         try:
-            for r, i, tok in stream:
+            for r, i, tok, *logprobs in stream:
                 job = lanes[r][i]
-                if id(job) in open_jobs and self._feed(job, tok, counts):
+                if id(job) in open_jobs and self._feed(job, tok, counts, *logprobs):
                     open_jobs.discard(id(job))
         except GangError as exc:
             log.error("expert-sharded gang failed for %d requests after a restart: %s", len(jobs), exc)
@@ -162,11 +169,11 @@ class GangRuntime(Frontend):
                 job.fail(RuntimeError(f"the gang returned {counts[id(job)]} tokens without EOS for a budget of "
                                       f"{job.settings.max_new_tokens}"))
 
-    def _feed(self, job, tok: int, counts: dict) -> bool:
+    def _feed(self, job, tok: int, counts: dict, logprobs=None) -> bool:
         """Hand one token to a job as the decode thread would, cut at its own budget; True when the job is done."""
         counts[id(job)] += 1
         finish = finish_reason(tok, counts[id(job)], job.settings)
-        return bool(job.on_token(tok, finish)) or finish is not None
+        return bool(job.on_token(tok, finish, logprobs)) or finish is not None
 
     @staticmethod
     def _fail(jobs: list, exc: BaseException) -> None:

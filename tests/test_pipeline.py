@@ -81,6 +81,7 @@ def test_demo_end_to_end(demo_run):
     assert len(df) == 10 and df["sample_id"].is_unique
     assert list(df.columns) == PREDICTION_NAMES
     assert df["error"].isna().all(), df["error"].dropna().tolist()
+    assert df["reasoning"].isna().all()  # no --thinking: the whole decoded text is the prediction
     assert (df["prediction"].str.len() > 0).all() and (df["generated_tokens"] > 0).all()
     assert (df["prompt_tokens"] > df["visual_tokens"]).all() and (df["visual_tokens"] > 0).all()
     assert df["fingerprint"].nunique() == 1 and df["score"].notna().all()

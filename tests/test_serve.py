@@ -320,7 +320,7 @@ def test_malformed_requests_get_400_with_a_clear_message(server):
     assert err["param"] == "messages[0].content[0]"
     _error(server.post({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}),
            400, "messages[0].content[0].image_url.url: field required")
-    _error(server.post({"messages": text_msg, "n": 3}), 400, "n=3 is not supported")
+    _error(server.post({"messages": text_msg, "n": 200}), 400, "n: Input should be less than or equal to 128")
     _error(server.post({"messages": text_msg, "tools": [{"type": "function", "function": {"name": "f"}}]}),
            400, "tools: not supported")
     _error(server.post({"messages": text_msg, "max_tokens": 65}), 400, "exceeds this server's limit of 64")

@@ -146,6 +146,23 @@ def test_k2_concurrent_mix_equals_k1(apps):
     assert other != a and greedy != a  # it really sampled, with its own seed
 
 
+def test_k2_logprobs_penalties_and_choices_equal_k1(apps):
+    """Requests with settings of their own (log-probabilities, penalties) run in lanes of their own and give K = 1's
+    answers; the `n` choices of a request are rows of the gang step like separate requests."""
+    messages = [{"role": "user", "content": [image_part((10, 200, 60)), {"type": "text", "text": "Say la la la."}]}]
+    for kw in [dict(logprobs=True, top_logprobs=2), dict(presence_penalty=1.5, frequency_penalty=1.0),
+               dict(extra_body={"repetition_penalty": 1.6}), dict(n=2)]:
+        k1, k2 = (apps.client(app).chat.completions.create(model=MODEL, max_tokens=10, temperature=0,
+                                                           messages=messages, **kw) for app in ("k1", "k2"))
+        assert [c.message.content for c in k2.choices] == [c.message.content for c in k1.choices], kw
+        assert k2.usage.completion_tokens == k1.usage.completion_tokens
+        if "logprobs" in kw:
+            a, b = k1.choices[0].logprobs.content, k2.choices[0].logprobs.content
+            assert [e.token for e in b] == [e.token for e in a] and len(a) == k1.usage.completion_tokens
+            assert [e.logprob for e in b] == pytest.approx([e.logprob for e in a], abs=1e-4)
+            assert [[t.token for t in e.top_logprobs] for e in b] == [[t.token for t in e.top_logprobs] for e in a]
+
+
 def test_a_killed_rank_restarts_the_gang_and_requests_are_answered(apps):
     import ray
 

@@ -134,6 +134,11 @@ def test_gang_steps_give_sampling_jobs_their_own_lane_and_balance_greedy_ones():
     assert names(lanes) == [["s1"], ["s2"]] and names([later]) == [["s3"]]
     lanes, later = plan_lanes([short], 4)
     assert names(lanes) == [["short"], [], [], []] and later == []
+    # greedy jobs with penalties or log-probabilities run under their own settings: a lane each, like sampling
+    pen, lp = Job("pen", 10, 8), Job("lp", 10, 8)
+    pen.settings, lp.settings = pen.settings.replace(presence_penalty=1.0), lp.settings.replace(logprobs=2)
+    lanes, later = plan_lanes([text, pen, lp, short], 3)
+    assert names(lanes) == [["text", "short"], ["pen"], ["lp"]] and later == []
 
 
 # ----------------------------------------------------------------------------------------------- schemas
@@ -153,10 +158,20 @@ def test_gang_steps_give_sampling_jobs_their_own_lane_and_balance_greedy_ones():
      "messages[0].content[0].image_url", "JSON object"),
     ({"messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {}}]}]},
      "messages[0].content[0].video_url.url", "required"),
-    ({"messages": [{"role": "user", "content": "hi"}], "n": 2}, "n", "n=2"),
+    ({"messages": [{"role": "user", "content": "hi"}], "n": 0}, "n", "greater than or equal to 1"),
+    ({"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}, "top_logprobs", "needs logprobs=true"),
+    ({"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 21, "logprobs": True}, "top_logprobs",
+     "less than or equal to 20"),
+    ({"messages": [{"role": "user", "content": "hi"}], "presence_penalty": 2.5}, "presence_penalty", "less than"),
+    ({"messages": [{"role": "user", "content": "hi"}], "repetition_penalty": 0}, "repetition_penalty", "greater"),
+    ({"messages": [{"role": "user", "content": "hi"}], "chat_template_kwargs": {"enable_thinking": "yes"}},
+     "chat_template_kwargs.enable_thinking", "true or false"),
+    ({"messages": [{"role": "user", "content": "hi"}], "chat_template_kwargs": {"add_generation_prompt": False}},
+     "chat_template_kwargs", "add_generation_prompt cannot be set"),
+    ({"messages": [{"role": "user", "content": "hi", "reasoning": "x"}]}, "messages[0]", "only assistant"),
     ({"messages": [{"role": "user", "content": "hi"}], "stop": ["a"] * 5}, "stop", "at most 4"),
     ({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}, "tools", "not supported"),
-    ({"messages": [{"role": "user", "content": "hi"}], "logprobs": True}, "logprobs", "not supported"),
+    ({"messages": [{"role": "user", "content": "hi"}], "logit_bias": {"5": 1}}, "logit_bias", "not supported"),
 ])
 def test_request_validation_names_the_field(body, where, text):
     from serve.schemas import parse_request
@@ -204,6 +219,26 @@ def test_generation_settings_follow_the_request_then_the_checkpoint_defaults():
     raises(400, params, {"max_tokens": 65}, contains="limit of 64")
     raises(400, params, {}, prompt=101, contains="the limit is 100")
     raises(400, params, {"max_tokens": 20}, prompt=90, context=100, contains="context of 100 tokens")
+    p = params({"presence_penalty": 0.5, "frequency_penalty": -1, "repetition_penalty": 1.2, "logprobs": True,
+                "top_logprobs": 3})
+    assert (p.presence_penalty, p.frequency_penalty, p.repetition_penalty, p.logprobs) == (0.5, -1.0, 1.2, 3)
+    assert params({"logprobs": True}).logprobs == 0 and params({}).logprobs is None and not params({}).penalized
+    raises(400, params, {"n": 40}, contains="limit of 32 choices")
+    # no operator limit: anything the context holds after the prompt (as vLLM), the same error beyond it
+    s = ServeSettings(default_max_tokens=16, max_prompt_tokens=100)
+    assert params({"max_tokens": 49152}, context=131072).max_new_tokens == 49152
+    assert params({"max_tokens": 990}, prompt=10, context=1000).max_new_tokens == 990
+    raises(400, params, {"max_tokens": 991}, prompt=10, context=1000, contains="context of 1000 tokens")
+
+
+def test_choices_of_a_request_draw_independent_samples_from_its_seed():
+    from ernie_vl.generation import GenerationSettings
+    from serve.prepare import choice_settings
+
+    greedy = GenerationSettings(max_new_tokens=4)
+    assert choice_settings(greedy, 3) == [greedy] * 3
+    sampling = greedy.replace(do_sample=True, seed=-5)
+    assert [s.seed for s in choice_settings(sampling, 3)] == [-5, (1 << 64) - 4, (1 << 64) - 3]
 
 
 def test_image_tokens_are_estimated_from_headers_before_decoding(tiny_dir):
@@ -489,7 +524,7 @@ def test_runtime_frees_the_slot_of_a_request_whose_client_went_away(tiny_dir):
             deadline = time.monotonic() + 10
             while rt.decoder.active and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
-            return first, len(job.stream.tokens)
+            return first, len(job.choices[0].stream.tokens)
 
         first, n_tokens = asyncio.run(main())
         assert first[0] == "delta" or first[0] == "done"

@@ -69,6 +69,11 @@ class Benchmark:
         raise NotImplementedError
 
     def expected_layouts(self) -> str:
+    #: flavor -> how that flavor's harness samples a video with fewer frames than ``video_sampling`` asks: a rule
+    #: of ``ernie_vl.video_sampling.SHORT_VIDEO_RULES`` (flavors not listed: ``every_frame``); see :meth:`video_policy`
+    short_video: dict[str, str] = {}
+    #: whether the model reasons first (``enable_thinking``) when the run does not say (``--thinking``)
+    thinking: bool = False
         return "\n".join(f"  - {layout.name}: {layout.description}" for layout in self.layouts())
 
     def load(self, data_path, limit: int | None = None, *, split: str | None = None) -> Iterator[Sample]:
@@ -168,6 +173,13 @@ class Benchmark:
         raise NotImplementedError
 
     def aggregate(self, rows: list[dict], flavor: str = OFFICIAL) -> list[dict]:
+    def video_policy(self, flavor: str) -> dict | None:
+        """The frame policy of this benchmark under ``flavor`` (None without video): :attr:`video_sampling` and
+        ``short_video``, the rule for a video with fewer frames than ``num_frames`` (sampled, never an error)."""
+        if self.video_sampling is None:
+            return None
+        return {**self.video_sampling, "short_video": self.short_video.get(check_flavor(flavor), "every_frame")}
+
         """Default: mean score ×100 overall and per category, plus error/unparsed counts."""
         check_flavor(flavor)
         rows = decode_rows(rows)

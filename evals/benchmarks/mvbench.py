@@ -69,6 +69,7 @@ class MVBench(Benchmark):
     version = "mvbench/1"
     default_split = "test"
     video_sampling = {"num_frames": 16}
+    short_video = {VLMEVALKIT: "segment_midpoints"}  # MVBench.get_index: the middle of n equal segments
 
     def layouts(self):
         return [Layout("mvbench-release", LAYOUT, lambda p: p.is_dir() and (p / "json").is_dir(), self._read)]

@@ -55,8 +55,10 @@ def parse_options(items: list) -> dict[str, str]:
 class VideoMME(Benchmark):
     name = "videomme"
     version = "videomme-wo-sub/1"
+    unit_name = "video"  # the questions asked about one video (``group``)
     default_split = "test"
     video_sampling = {"num_frames": 32}
+    short_video = {VLMEVALKIT: "uniform_steps"}  # VideoMME.save_video_frames: int(i * n_frames / (nframe + 1))
 
     def layouts(self):
         return [self.hf_layout(("videoID", "question_id", "question", "options", "answer"), self._from_hf,
