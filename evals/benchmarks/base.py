@@ -59,6 +59,11 @@ class Benchmark:
     version: str = ""
     default_split: str = "test"
     video_sampling: dict | None = None
+    #: flavor -> how that flavor's harness samples a video with fewer frames than ``video_sampling`` asks: a rule
+    #: of ``ernie_vl.video_sampling.SHORT_VIDEO_RULES`` (flavors not listed: ``every_frame``); see :meth:`video_policy`
+    short_video: dict[str, str] = {}
+    #: whether the model reasons first (``enable_thinking``) when the run does not say (``--thinking``)
+    thinking: bool = False
     tsv_patterns: tuple[str, ...] = ()
     #: the headline metric (overall row) a report shows first
     primary_metric: str = "accuracy"
@@ -69,11 +74,6 @@ class Benchmark:
         raise NotImplementedError
 
     def expected_layouts(self) -> str:
-    #: flavor -> how that flavor's harness samples a video with fewer frames than ``video_sampling`` asks: a rule
-    #: of ``ernie_vl.video_sampling.SHORT_VIDEO_RULES`` (flavors not listed: ``every_frame``); see :meth:`video_policy`
-    short_video: dict[str, str] = {}
-    #: whether the model reasons first (``enable_thinking``) when the run does not say (``--thinking``)
-    thinking: bool = False
         return "\n".join(f"  - {layout.name}: {layout.description}" for layout in self.layouts())
 
     def load(self, data_path, limit: int | None = None, *, split: str | None = None) -> Iterator[Sample]:
@@ -157,6 +157,13 @@ class Benchmark:
 
     # --- prompting --------------------------------------------------------------------------------
 
+    def video_policy(self, flavor: str) -> dict | None:
+        """The frame policy of this benchmark under ``flavor`` (None without video): :attr:`video_sampling` and
+        ``short_video``, the rule for a video with fewer frames than ``num_frames`` (sampled, never an error)."""
+        if self.video_sampling is None:
+            return None
+        return {**self.video_sampling, "short_video": self.short_video.get(check_flavor(flavor), "every_frame")}
+
     def prompt(self, sample: Sample, flavor: str) -> str:
         """The text of the prompt for ``flavor`` (media are added by :meth:`build_messages`)."""
         raise NotImplementedError
@@ -173,13 +180,6 @@ class Benchmark:
         raise NotImplementedError
 
     def aggregate(self, rows: list[dict], flavor: str = OFFICIAL) -> list[dict]:
-    def video_policy(self, flavor: str) -> dict | None:
-        """The frame policy of this benchmark under ``flavor`` (None without video): :attr:`video_sampling` and
-        ``short_video``, the rule for a video with fewer frames than ``num_frames`` (sampled, never an error)."""
-        if self.video_sampling is None:
-            return None
-        return {**self.video_sampling, "short_video": self.short_video.get(check_flavor(flavor), "every_frame")}
-
         """Default: mean score ×100 overall and per category, plus error/unparsed counts."""
         check_flavor(flavor)
         rows = decode_rows(rows)
