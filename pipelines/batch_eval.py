@@ -151,9 +151,9 @@ def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: P
 
     import ray.data
 
-    from .replica import ReplicaStage, replica_ray_args
     from evals.registry import get_benchmark
 
+    from .replica import ReplicaStage, replica_ray_args
     from .stages import PreprocessStage, ScoreStage
 
     # NOTE: max_restarts / max_task_retries have no named map_batches parameter in Ray 2.60 and go through the

@@ -57,11 +57,11 @@ class EvalConfig:
     top_k: int = 0
     seed: int = 0
     dtype: str | None = None  # None: bfloat16 on GPUs, the checkpoint's dtype on CPU
-    # sizes
-    replicas: int = 1
     # reasoning: the prompt opens a <think> block, the model reasons, closes it and answers (see thinking_for)
     thinking: bool | None = None  # None: each benchmark's default (`Benchmark.thinking`, off)
     max_answer_tokens: int | None = None  # thinking rows: at most this many tokens after </think> (None: no cap)
+    # sizes
+    replicas: int = 1
     batch_size: int = 16  # most samples per model forward
     batch_tokens: int = 16384  # most work (prompt + new tokens, text + visual) per batch
     pack_batches: int = 4  # model batches per replica call (continuous batching refills slots within a call)
@@ -88,13 +88,13 @@ class EvalConfig:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.max_answer_tokens is not None and self.max_answer_tokens < 0:
+            raise ValueError(f"max_answer_tokens must be >= 0, got {self.max_answer_tokens}")
         self.out = str(Path(self.out).expanduser().resolve())
         if self.model is not None:
             self.model = str(Path(self.model).expanduser().resolve())
 
     def model_path(self) -> Path:
-        if self.max_answer_tokens is not None and self.max_answer_tokens < 0:
-            raise ValueError(f"max_answer_tokens must be >= 0, got {self.max_answer_tokens}")
         """The checkpoint folder (builds the embedded tiny checkpoint on first use)."""
         if self.model is not None:
             p = Path(self.model)
@@ -126,11 +126,6 @@ class EvalConfig:
             "seed": g.seed if g.do_sample else None,
         }
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclass
     def thinking_for(self, benchmark) -> bool:
         """Whether `benchmark`'s prompts open a reasoning block (`enable_thinking`): `--thinking`/`--no-thinking`,
         else the benchmark's own default."""
@@ -142,6 +137,11 @@ class EvalConfig:
             return None
         return {"enable_thinking": True, "max_answer_tokens": self.max_answer_tokens}
 
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
 class StageResources:
     """Ray resources and pool size of one actor stage (`concurrency` as Ray Data takes it)."""
 

@@ -98,6 +98,7 @@ def start_manifest(old: dict, cfg: EvalConfig, plan: ResourcePlan, dtype: str, p
             "status": "running",
             "data": next(s.data for s in cfg.benchmarks if s.name == name),
             "limit": next(s.limit for s in cfg.benchmarks if s.name == name),
+            "thinking": parts[name].get("thinking") is not None,  # reasoning on (fingerprint_parts: its settings)
         }
         if prev.get("fingerprint") == fp and prev.get("progress"):
             m["benchmarks"][name]["progress"] = prev["progress"]  # kept if this invocation writes nothing
@@ -112,7 +113,6 @@ def start_manifest(old: dict, cfg: EvalConfig, plan: ResourcePlan, dtype: str, p
         "config": cfg.to_dict(),
         "dtype": dtype,
         "resources": {
-            "thinking": parts[name].get("thinking") is not None,  # reasoning on (fingerprint_parts: its settings)
             "device": plan.device,
             "cluster_cpus": plan.cluster_cpus,
             "cluster_gpus": plan.cluster_gpus,
