@@ -1,33 +1,32 @@
-"""Report of a finished run: text tables and one self-contained HTML file.
+"""Report of a finished run: text tables (``report.txt``) and the HTML page (``report.html``).
 
 Inputs in ``out_dir``: ``metrics.parquet`` (from the pipeline or :func:`evals.scoring.rescore`; computed
-for the ``official`` flavor if absent) and ``predictions/*.parquet`` (for the error summary).
-Outputs: ``report.txt`` and ``report.html`` (inline CSS and SVG, no scripts, no external assets) with
+for the ``official`` flavor if absent), ``predictions/*.parquet`` (the error summary and the sample browser) and
+``manifest.json`` when the pipeline wrote one (settings and throughput). Outputs:
 
-* a per-benchmark table (headline metric, errors, unparsed) for every flavor present,
-* per-category tables (accuracy by category, and by any ``*_by_*`` grouping such as video duration),
-* bar charts of accuracy by category and by video length, and of error counts,
-* the most frequent error messages per benchmark.
+* ``report.txt``: a per-benchmark table (headline metric, errors, unparsed) for every flavor present, per-category
+  tables (by category, and by any ``*_by_*`` grouping such as video duration), the most frequent errors;
+* ``report.html`` with ``report_files/`` beside it (:func:`evals.html.render_report`): the same tables, the run's
+  settings and throughput, bar charts with confidence-interval whiskers, and a browser of every sample row.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from dataclasses import dataclass
-from html import escape
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from evals.aggregate import has_error
+from evals.html import COUNT_METRICS, REPORT_HTML, render_report
 from evals.registry import list_benchmarks, get_benchmark
 from evals.scoring import METRICS_FILE, read_predictions, rescore
-from evals.svg import bar_chart
+from evals.sample_browser import MediaHook
 
-REPORT_HTML = "report.html"
 REPORT_TXT = "report.txt"
-_COUNT_METRICS = ("errors", "unparsed", "answered", "circular_groups")
 
 
 @dataclass(frozen=True)
@@ -68,11 +67,22 @@ def _load_metrics(out_dir: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
 
 
-def _error_messages(out_dir: Path) -> dict[str, Counter]:
+def _load_rows(out_dir: Path) -> list[dict]:
     try:
-        rows = read_predictions(out_dir)
+        return read_predictions(out_dir)
     except (FileNotFoundError, ValueError):
-        return {}
+        return []
+
+
+def _load_manifest(out_dir: Path) -> dict | None:
+    """The run's ``manifest.json`` (None if absent or unreadable: the report then says the settings are unknown)."""
+    try:
+        return json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _error_messages(rows: list[dict]) -> dict[str, Counter]:
     out: dict[str, Counter] = {}
     for row in rows:
         if has_error(row):
@@ -100,7 +110,7 @@ def build_tables(metrics: list[dict]) -> tuple[str, dict]:
     parts = ["Per-benchmark results", _table(["benchmark", "flavor", "metric", "value", "n", "errors", "unparsed"], summary)]
     grouped: dict[str, dict[str, list[dict]]] = {}
     for m in metrics:
-        if m["category"] is None or m["metric"] in _COUNT_METRICS:
+        if m["category"] is None or m["metric"] in COUNT_METRICS:
             continue
         grouped.setdefault(m["benchmark"], {}).setdefault(f"{m['metric']} [{m['flavor']}]", []).append(m)
     for bench in benchmarks:
@@ -112,54 +122,16 @@ def build_tables(metrics: list[dict]) -> tuple[str, dict]:
                                       "benchmarks": benchmarks, "flavors": flavors}
 
 
-_CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0 18px}
-th,td{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}th{background:#f3f3f3}
-h2{margin-top:32px;border-bottom:1px solid #ddd}.note{color:#666;font-size:12px}svg{display:block;margin:8px 0}"""
-
-
-def _html_table(headers, rows) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def render_html(data: dict, errors: dict[str, Counter], title: str) -> str:
-    """The self-contained HTML page."""
-    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
-           f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>",
-           "<p class='note'>Values: percentages for accuracy-like metrics; MME sums category scores "
-           "(max 2000 / 800); OCRBench counts hits (max 1000).</p>",
-           _html_table(["benchmark", "flavor", "metric", "value", "n", "errors", "unparsed"], data["summary"])]
-    lookup = data["lookup"]
-    error_items = []
-    for bench in data["benchmarks"]:
-        for flavor in data["flavors"]:
-            row = lookup.get((bench, flavor, "errors", None))
-            if row is not None:
-                error_items.append((f"{bench} [{flavor}]", row["value"], row["n"]))
-    if error_items:
-        out.append("<h2>Error counts</h2>" + bar_chart("Rows with an error (count)", error_items, colour="#C44E52"))
-    for bench in data["benchmarks"]:
-        out.append(f"<h2>{escape(bench)}</h2>")
-        for title, rows in sorted(data["grouped"].get(bench, {}).items()):
-            items = [(str(r["category"]), r["value"], r["n"]) for r in rows]
-            is_pct = not any(t in title for t in ("score", "perception", "cognition"))
-            heading = ("Accuracy by video length: " if "_by_duration" in title else "") + title
-            out.append(bar_chart(heading, items, 100.0 if is_pct and all((v or 0) <= 100 for _, v, _ in items) else None))
-            out.append(_html_table(["category", "value", "n"], [[c, _fmt(v), n] for c, v, n in items]))
-        if errors.get(bench):
-            out.append("<h3>Most frequent errors</h3>")
-            out.append(_html_table(["error", "count"], [[m, c] for m, c in errors[bench].most_common(10)]))
-    out.append("</body></html>")
-    return "\n".join(out)
-
-
-def write_report(out_dir, *, print_tables: bool = True) -> Report:
-    """Print the tables, write ``report.txt`` and ``report.html`` into ``out_dir``; return a :class:`Report`."""
+def write_report(out_dir, *, print_tables: bool = True, media: MediaHook | None = None) -> Report:
+    """Print the tables, write ``report.txt`` and ``report.html`` (+ ``report_files/``) into ``out_dir``; return a
+    :class:`Report`. ``media``: a hook writing thumbnails of the samples' images and videos
+    (:data:`evals.sample_browser.MediaHook`; ``pipelines.report_media.thumbnails`` is the one ``ernie-vl report``
+    passes), none without it."""
     out_dir = Path(out_dir)
     metrics = _load_metrics(out_dir)
     text, data = build_tables(metrics)
-    errors = _error_messages(out_dir)
+    rows = _load_rows(out_dir)
+    errors = _error_messages(rows)
     if errors:
         lines = ["\nMost frequent errors"]
         for bench, counter in sorted(errors.items()):
@@ -169,7 +141,6 @@ def write_report(out_dir, *, print_tables: bool = True) -> Report:
         print(text)
     text_path = out_dir / REPORT_TXT
     text_path.write_text(text, encoding="utf-8")
-    html_path = out_dir / REPORT_HTML
-    html_path.write_text(render_html(data, errors, f"Evaluation report — {os.path.basename(out_dir.resolve())}"),
-                         encoding="utf-8")
+    html_path = render_report(out_dir, data, rows, primary=_primary, manifest=_load_manifest(out_dir), errors=errors,
+                              title=f"Evaluation report — {os.path.basename(out_dir.resolve())}", media=media)
     return Report(path=html_path, text_path=text_path, text=text)

@@ -132,7 +132,9 @@ def cmd_score(a) -> int:
 def cmd_report(a) -> int:
     from evals.report import write_report
 
-    res = write_report(a.out_dir)
+    from .report_media import media_hook
+
+    res = write_report(a.out_dir, media=None if a.no_media else media_hook(a.out_dir))
     print(f"wrote {res}" if res is not None else f"wrote the report of {a.out_dir}")
     return 0
 
@@ -184,8 +186,11 @@ def add_eval_commands(subparsers) -> None:
     s.add_argument("--flavor", choices=["official", "lmms-eval", "vlmevalkit"], default="official")
     s.set_defaults(func=cmd_score)
 
-    s = subparsers.add_parser("report", help="write a human-readable report of an eval output folder")
+    s = subparsers.add_parser("report", help="write a human-readable report of an eval output folder (report.txt, "
+                                             "report.html + report_files/)")
     s.add_argument("out_dir")
+    s.add_argument("--no-media", action="store_true",
+                   help="no image/video thumbnails in the sample browser (they are read from the run's data folders)")
     s.set_defaults(func=cmd_report)
 
 
