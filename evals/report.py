@@ -13,17 +13,15 @@ for the ``official`` flavor if absent), ``predictions/*.parquet`` (the error sum
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-
-import pyarrow.parquet as pq
 
 from evals.aggregate import has_error
 from evals.html import COUNT_METRICS, REPORT_HTML, render_report
 from evals.registry import list_benchmarks, get_benchmark
 from evals.scoring import METRICS_FILE, read_predictions, rescore
+from evals.storage import Storage
 from evals.sample_browser import MediaHook
 
 REPORT_TXT = "report.txt"
@@ -33,8 +31,8 @@ REPORT_TXT = "report.txt"
 class Report:
     """Where the report was written, and its text tables. Usable as a path (``os.fspath``)."""
 
-    path: Path
-    text_path: Path
+    path: Path | str  # a URI when the run folder is on object storage
+    text_path: Path | str
     text: str
 
     def __fspath__(self) -> str:
@@ -60,24 +58,23 @@ def _primary(benchmark: str) -> str:
     return get_benchmark(benchmark).primary_metric if benchmark in list_benchmarks() else "accuracy"
 
 
-def _load_metrics(out_dir: Path) -> list[dict]:
-    path = out_dir / METRICS_FILE
-    if not path.is_file():
+def _load_metrics(out_dir: Storage) -> list[dict]:
+    if not out_dir.is_file(METRICS_FILE):
         rescore(out_dir, "official")
-    return pq.read_table(path).to_pylist()
+    return out_dir.read_table(METRICS_FILE).to_pylist()
 
 
-def _load_rows(out_dir: Path) -> list[dict]:
+def _load_rows(out_dir: Storage) -> list[dict]:
     try:
         return read_predictions(out_dir)
     except (FileNotFoundError, ValueError):
         return []
 
 
-def _load_manifest(out_dir: Path) -> dict | None:
+def _load_manifest(out_dir: Storage) -> dict | None:
     """The run's ``manifest.json`` (None if absent or unreadable: the report then says the settings are unknown)."""
     try:
-        return json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
+        return json.loads(out_dir.read_text("manifest.json"))
     except (OSError, ValueError):
         return None
 
@@ -126,8 +123,9 @@ def write_report(out_dir, *, print_tables: bool = True, media: MediaHook | None 
     """Print the tables, write ``report.txt`` and ``report.html`` (+ ``report_files/``) into ``out_dir``; return a
     :class:`Report`. ``media``: a hook writing thumbnails of the samples' images and videos
     (:data:`evals.sample_browser.MediaHook`; ``pipelines.report_media.thumbnails`` is the one ``ernie-vl report``
-    passes), none without it."""
-    out_dir = Path(out_dir)
+    passes), none without it. ``out_dir`` on object storage (``s3://…``): the files are written to a temporary
+    folder and uploaded there (:meth:`evals.storage.Storage.local_folder`); the :class:`Report` then names URIs."""
+    out_dir = Storage.at(out_dir)
     metrics = _load_metrics(out_dir)
     text, data = build_tables(metrics)
     rows = _load_rows(out_dir)
@@ -139,8 +137,11 @@ def write_report(out_dir, *, print_tables: bool = True, media: MediaHook | None 
         text += "\n".join(lines) + "\n"
     if print_tables:
         print(text)
-    text_path = out_dir / REPORT_TXT
-    text_path.write_text(text, encoding="utf-8")
-    html_path = render_report(out_dir, data, rows, primary=_primary, manifest=_load_manifest(out_dir), errors=errors,
-                              title=f"Evaluation report — {os.path.basename(out_dir.resolve())}", media=media)
+    with out_dir.local_folder() as local:
+        text_path = local / REPORT_TXT
+        text_path.write_text(text, encoding="utf-8")
+        html_path = render_report(local, data, rows, primary=_primary, manifest=_load_manifest(out_dir),
+                                  errors=errors, title=f"Evaluation report — {out_dir.name}", media=media)
+    if out_dir.local_path is None:
+        return Report(path=out_dir.display(html_path.name), text_path=out_dir.display(REPORT_TXT), text=text)
     return Report(path=html_path, text_path=text_path, text=text)

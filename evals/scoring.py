@@ -24,16 +24,12 @@ read in name order.
 from __future__ import annotations
 
 import math
-import os
-import uuid
-from pathlib import Path
 from typing import Iterable
-
-import pyarrow.parquet as pq
 
 from evals.aggregate import METRIC_NAMES, has_error, metrics_table
 from evals.flavors import check_flavor
 from evals.registry import get_benchmark
+from evals.storage import TMP_PREFIX, Storage
 
 PREDICTIONS_DIR = "predictions"
 METRICS_FILE = "metrics.parquet"
@@ -49,25 +45,31 @@ def _clean(value):
 
 
 def read_predictions(out_dir, *, missing_ok: bool = False) -> list[dict]:
-    """All prediction rows of a run (deduplicated by benchmark/split/sample_id, last wins).
+    """All prediction rows of a run (deduplicated by benchmark/split/sample_id, last wins). ``out_dir``, here and in
+    every function of this module: a local folder, a URI (``s3://bucket/run``) or an :class:`evals.storage.Storage`.
 
     No prediction file raises FileNotFoundError, or gives ``[]`` with ``missing_ok`` (a run with nothing to do)."""
-    folder = Path(out_dir) / PREDICTIONS_DIR
-    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    folder = Storage.at(out_dir).child(PREDICTIONS_DIR)
+    files = _prediction_files(folder)
     if not files:
         if missing_ok:
             return []
         raise FileNotFoundError(f"no prediction files: expected {folder}/*.parquet")
     rows: dict[tuple, dict] = {}
     for file in files:
-        table = pq.read_table(file)
+        table = folder.read_table(file)
         missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
         if missing:
-            raise ValueError(f"{file}: missing column(s) {missing}; has {table.column_names}")
+            raise ValueError(f"{folder.display(file)}: missing column(s) {missing}; has {table.column_names}")
         for row in table.to_pylist():
             row = {k: _clean(v) for k, v in row.items()}
             rows[(row["benchmark"], row.get("split"), str(row["sample_id"]))] = row
     return list(rows.values())
+
+
+def _prediction_files(folder: Storage) -> list[str]:
+    """The ``*.parquet`` files of a predictions folder (no temporary files), in name order."""
+    return [n for n in folder.files() if n.endswith(".parquet") and not n.startswith(TMP_PREFIX)]
 
 
 def score_rows(rows: Iterable[dict], flavor: str) -> list[dict]:
@@ -109,19 +111,16 @@ def compute_metrics(out_dir) -> list[dict]:
     return aggregate_rows(read_predictions(out_dir, missing_ok=True))
 
 
-def write_metrics(out_dir, metrics: list[dict], flavor: str | None = None) -> Path:
-    """Write ``metrics.parquet`` atomically: ``flavor`` given, ``metrics`` replace the rows of that flavor and the
-    other flavors' rows are kept; None, ``metrics`` are the whole table."""
-    path = Path(out_dir) / METRICS_FILE
+def write_metrics(out_dir, metrics: list[dict], flavor: str | None = None) -> str:
+    """Write ``metrics.parquet`` complete or not at all (:mod:`evals.storage`: a local folder or object storage):
+    ``flavor`` given, ``metrics`` replace the rows of that flavor and the other flavors' rows are kept; None,
+    ``metrics`` are the whole table. Returns where it was written."""
+    store = Storage.at(out_dir)
     kept = []
-    if flavor is not None and path.is_file():
-        kept = [r for r in pq.read_table(path, columns=METRIC_NAMES).to_pylist() if r.get("flavor") != flavor]
-    tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:8]}")
-    pq.write_table(metrics_table(kept + metrics), tmp, compression="zstd")
-    with open(tmp, "rb+") as fh:  # durable before it becomes visible: never a torn metrics file after a crash
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    if flavor is not None and store.is_file(METRICS_FILE):
+        kept = [r for r in store.read_table(METRICS_FILE, columns=METRIC_NAMES).to_pylist() if r.get("flavor") != flavor]
+    store.write_table(METRICS_FILE, metrics_table(kept + metrics))
+    return store.display(METRICS_FILE)
 
 
 def rescore(out_dir, flavor: str = DEFAULT_FLAVOR) -> list[dict]:

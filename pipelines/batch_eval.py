@@ -33,6 +33,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 
 from evals.scoring import compute_metrics, write_metrics
+from evals.storage import Storage
 
 from .config import EvalConfig, ResourcePlan, plan_resources
 from .fingerprint import benchmark_fingerprint_parts, common_parts, diff_parts, fingerprint_of
@@ -50,7 +51,7 @@ log = logging.getLogger("pipelines")
 class RunResult:
     """What `run_eval` did: per-benchmark summaries (as in the manifest), paths and notes."""
 
-    out: Path
+    out: Storage  # the output folder (str(): its path or URI)
     manifest: dict
     metrics: list[dict]
     notes: list[str] = field(default_factory=list)
@@ -223,7 +224,7 @@ class RunPlan:
     """Stage 1 (`plan_run`): what this run is. Nothing in the output folder is touched yet."""
 
     cfg: EvalConfig
-    out: Path
+    out: Storage  # the output folder: local, or any file system evals.storage reaches
     model_path: Path
     benchmarks: dict[str, Any]  # name -> evals Benchmark
     ray: RayConnection
@@ -235,8 +236,8 @@ class RunPlan:
     t_start: float  # time.monotonic() at the start
 
     @property
-    def pred(self) -> Path:
-        return self.out / "predictions"
+    def pred(self) -> Storage:
+        return self.out.child("predictions")
 
 
 @dataclass
@@ -270,7 +271,7 @@ def plan_run(cfg: EvalConfig, num_cpus: int | None, started_at: str, t_start: fl
     dtype = resolved_dtype(cfg, resources)
     common = common_parts(cfg, model_path, dtype)
     parts = {n: benchmark_fingerprint_parts(common, n, b, cfg.thinking_record(b)) for n, b in benchmarks.items()}
-    return RunPlan(cfg=cfg, out=Path(cfg.out), model_path=model_path, benchmarks=benchmarks, ray=ray,
+    return RunPlan(cfg=cfg, out=Storage.at(cfg.out), model_path=model_path, benchmarks=benchmarks, ray=ray,
                    resources=resources, dtype=dtype, parts=parts,
                    fingerprints={n: fingerprint_of(p) for n, p in parts.items()}, started_at=started_at,
                    t_start=t_start)
@@ -316,7 +317,7 @@ def scan_run(run: RunPlan) -> Todo:
     """Tidy the output folder, read every benchmark's samples, skip those already written with this fingerprint and
     put the rest into the object store in blocks of `batch_size * pack_batches` rows."""
     cfg = run.cfg
-    run.pred.mkdir(parents=True, exist_ok=True)
+    run.pred.make_dir()
     old = load_manifest(run.out)
     notes = _tidy_outputs(run, old)
     progress = {n: BenchmarkProgress(n) for n in run.fingerprints}
@@ -422,7 +423,7 @@ def run_eval(cfg: EvalConfig, *, stream=None, verbose: bool = False, num_cpus: i
 
     check_replica_options(cfg.expert_shards)
     started_at, t_start = utc_now(), time.monotonic()
-    with RunLock(Path(cfg.out)):
+    with RunLock(cfg.out) as lock:
         run = plan_run(cfg, num_cpus, started_at, t_start)
         todo = scan_run(run)
         manifest = start_manifest(todo.old_manifest, cfg, run.resources, run.dtype, run.parts, run.fingerprints,
@@ -431,6 +432,7 @@ def run_eval(cfg: EvalConfig, *, stream=None, verbose: bool = False, num_cpus: i
         printer = ProgressPrinter(list(todo.progress.values()), enabled=cfg.progress, stream=stream)
         todo.start_clocks()
         for block in execute_run(run, todo, printer, verbose):
+            lock.check()  # an object-store lease lost to another driver: stop before writing (run_lock.py)
             commit_block(block, run, todo)
             trace("driver", "commit", n=block.num_rows)
             printer.update()

@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evals.storage import is_uri, location
+
 FLAVORS = ("official", "lmms-eval", "vlmevalkit")
 
 
@@ -90,7 +92,10 @@ class EvalConfig:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.max_answer_tokens is not None and self.max_answer_tokens < 0:
             raise ValueError(f"max_answer_tokens must be >= 0, got {self.max_answer_tokens}")
-        self.out = str(Path(self.out).expanduser().resolve())
+        self.out = location(self.out)  # a local folder (made absolute) or a URI: s3://, gs://, hdfs://, file://
+        if self.model is not None and is_uri(self.model):
+            raise ValueError(f"--model {self.model}: the checkpoint must be a local folder that every node has (a "
+                             "shared volume, or a copy on each node's disk made before the run); URIs are not read")
         if self.model is not None:
             self.model = str(Path(self.model).expanduser().resolve())
 

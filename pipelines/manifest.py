@@ -5,7 +5,8 @@ settings and resources, and one history entry per invocation.
     end_manifest    after the last commit: counts read back from the part files, errors per reason, throughput
     archive_entry   a benchmark's entry whose fingerprint changed → runs/<benchmark>-<fp12>/manifest.json
 
-Written atomically (resume.atomic_write_bytes): a kill leaves the previous manifest, never a torn one.
+Written complete or not at all (`evals.storage.Storage.write_bytes`, local folder or object store): a kill leaves
+the previous manifest, never a torn one. `out` is a local path, a URI or an `evals.storage.Storage`.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ import socket
 import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from evals.storage import Storage
 
 from .config import EvalConfig, ResourcePlan
 from .fingerprint import package_versions
 from .progress import BenchmarkProgress, error_reason
-from .resume import atomic_write_bytes, list_parts, scan_done
+from .resume import list_parts, scan_done
 from .schema import SCHEMA_VERSION
 
 MANIFEST_FORMAT = "ernie-vl-eval/1"
@@ -36,35 +37,34 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def load_manifest(out: Path) -> dict:
+def load_manifest(out) -> dict:
     """The manifest of an earlier run in `out` ({} if none or unreadable)."""
-    p = out / "manifest.json"
-    if p.is_file():
-        try:
-            return json.loads(p.read_text())
-        except (OSError, ValueError):
-            log.warning("ignoring unreadable %s", p)
+    store = Storage.at(out)
+    try:
+        return json.loads(store.read_text("manifest.json"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        log.warning("ignoring unreadable %s", store.display("manifest.json"))
     return {}
 
 
-def write_manifest(out: Path, manifest: dict) -> None:
-    atomic_write_bytes(out / "manifest.json", (json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n").encode())
+def write_manifest(out, manifest: dict) -> None:
+    Storage.at(out).write_text("manifest.json", json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def archive_entry(out: Path, name: str, entry: dict) -> None:
+def archive_entry(out, name: str, entry: dict) -> None:
     """Keep the manifest entry of a benchmark's earlier fingerprint beside its archived part files."""
     fp = str(entry.get("fingerprint", ""))[:12]
     if not fp:
         return
-    d = out / "runs" / f"{name}-{fp}"
-    d.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(d / "manifest.json", (json.dumps(entry, indent=2, default=str) + "\n").encode())
+    Storage.at(out).write_text(f"runs/{name}-{fp}/manifest.json", json.dumps(entry, indent=2, default=str) + "\n")
 
 
-def _read_rows(parts: list[Path]) -> list[dict]:
+def _read_rows(pred: Storage, parts: list[str]) -> list[dict]:
     if not parts:
         return []
-    return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default").to_pylist()
+    return pa.concat_tables([pred.read_table(p) for p in parts], promote_options="default").to_pylist()
 
 
 def reuse_summary(rows: list[dict]) -> dict:
@@ -127,15 +127,15 @@ def start_manifest(old: dict, cfg: EvalConfig, plan: ResourcePlan, dtype: str, p
     return m
 
 
-def end_manifest(m: dict, out: Path, fps: dict, progress: dict[str, BenchmarkProgress], notes: list[str],
+def end_manifest(m: dict, out, fps: dict, progress: dict[str, BenchmarkProgress], notes: list[str],
                  t_start: float) -> dict:
     """`m` completed: per benchmark the counts of its part files and this invocation's progress, the run's status,
     and a history entry."""
-    pred = out / "predictions"
+    pred = Storage.at(out).child("predictions")
     for name, fp in fps.items():
         done = scan_done(pred, name, fp)
         prog = progress[name]
-        rows = _read_rows(list_parts(pred, name, fp))
+        rows = _read_rows(pred, list_parts(pred, name, fp))
         reasons: dict[str, int] = {}
         examples: dict[str, str] = {}
         for r in rows:

@@ -184,10 +184,10 @@ def _split_frames(row: dict, videos: int) -> list[tuple[list | None, list | None
 
 
 def _data_paths(run_dirs: list) -> dict[str, str | None]:
-    """Each benchmark's data path from the runs' manifests (the first run naming it wins)."""
+    """Each benchmark's data path from the runs' manifests (the first run naming it wins; runs on any storage)."""
     out: dict[str, str | None] = {}
     for run in run_dirs:
-        manifest = load_manifest(Path(run))
+        manifest = load_manifest(run)
         for name, entry in (manifest.get("benchmarks") or {}).items():
             out.setdefault(name, entry.get("data"))
     return out

@@ -66,8 +66,12 @@ GENERATED_SCHEMA = pa.schema(
 
 def input_row(sample) -> dict:
     """One `evals.sample.Sample` → an input row (record + media + reader error)."""
+    from evals.data_cache import remote_uri
+
     row = sample.to_record()
-    row["media"] = [{"kind": m.kind, "data": m.data, "path": m.path} for m in sample.media]
+    # a medium copied from remote storage (--data s3://...) travels as its URI: each node fetches its own copy
+    row["media"] = [{"kind": m.kind, "data": m.data, "path": m.path and (remote_uri(m.path) or m.path)}
+                    for m in sample.media]
     row["sample_error"] = sample.error
     return row
 
@@ -80,8 +84,10 @@ def sample_from_row(row: dict):
     """Rebuild the `Sample` (with media) a benchmark's `build_messages` expects."""
     from evals.sample import Media, Sample
 
+    from evals.data_cache import local_copy
+
     sample = Sample.from_record(row)
-    sample.media = [Media(kind=m["kind"], data=m["data"], path=m["path"]) for m in (row.get("media") or [])]
+    sample.media = [Media(kind=m["kind"], data=m["data"], path=local_copy(m["path"])) for m in (row.get("media") or [])]
     return sample
 
 

@@ -33,8 +33,8 @@ def rows(ids, benchmark="demo", error_ids=(), fp=FP):
 
 def keys_of(pred, benchmark="demo", fp=FP):
     out = []
-    for p in list_parts(pred, benchmark, fp):
-        out += pq.read_table(p, columns=["sample_id"]).column("sample_id").to_pylist()
+    for name in list_parts(pred, benchmark, fp):
+        out += pq.read_table(pred / name, columns=["sample_id"]).column("sample_id").to_pylist()
     return sorted(out, key=int)
 
 
@@ -42,8 +42,8 @@ def test_part_names_are_a_function_of_the_sample_set(tmp_path):
     a = write_part(tmp_path, "demo", FP, predictions_table(rows([3, 1, 2])))
     b = write_part(tmp_path, "demo", FP, predictions_table(rows([2, 3, 1])))  # a retried batch, other order
     assert a == b and len(list_parts(tmp_path)) == 1
-    assert a.name == part_name("demo", FP, ["test\x1f1", "test\x1f2", "test\x1f3"])
-    assert pq.read_table(a).column("sample_id").to_pylist() == ["1", "2", "3"]  # sorted by key inside
+    assert a == part_name("demo", FP, ["test\x1f1", "test\x1f2", "test\x1f3"])
+    assert pq.read_table(tmp_path / a).column("sample_id").to_pylist() == ["1", "2", "3"]  # sorted by key inside
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
 
 
@@ -214,7 +214,6 @@ def test_stages_of_a_run_with_everything_written(tmp_path):
         r = dict(s.to_record(), prediction="A", flavor="official", fingerprint=fp)
         r["extracted"], r["score"] = bench.score(r, "A", "official")
         saved.append(r)
-    run.pred.mkdir(parents=True)
     write_part(run.pred, "demo", fp, predictions_table(saved[:3]))
     write_part(run.pred, "demo", fp, predictions_table(saved[2:]))  # saved[2] twice
 
@@ -230,9 +229,9 @@ def test_stages_of_a_run_with_everything_written(tmp_path):
     b = res.manifest["benchmarks"]["demo"]
     assert (b["rows"], b["skipped"], b["written"], b["missing"], b["status"]) == (4, 4, 0, 0, "complete")
     assert not res.started_ray and res.complete
-    shutil.copytree(run.out, tmp_path / "rescored")
+    shutil.copytree(run.out.local_path, tmp_path / "rescored")
     assert rescore(tmp_path / "rescored", "official") == res.metrics
-    assert pq.read_table(run.out / "metrics.parquet").equals(pq.read_table(tmp_path / "rescored" / "metrics.parquet"))
+    assert pq.read_table(run.out.local_path / "metrics.parquet").equals(pq.read_table(tmp_path / "rescored" / "metrics.parquet"))
 
 
 def test_input_rows_are_grouped_by_their_first_medium():

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from evals.aggregate import count_rows, decode_rows, mean_rows
+from evals.data_cache import stage
 from evals.errors import DatasetError
 from evals.flavors import OFFICIAL, check_flavor
 from evals.media import MediaError
@@ -81,7 +82,11 @@ class Benchmark:
         split = split or self.default_split
         if data_path is None:
             raise DatasetError(None, f"{self.name}: a dataset path is required", self.expected_layouts())
-        path = Path(data_path).expanduser()
+        try:  # data on remote storage (s3://...) is read from its local copy (evals.data_cache)
+            path = Path(stage(str(data_path))).expanduser()
+        except (FileNotFoundError, ValueError, OSError) as exc:
+            raise DatasetError(data_path, f"{self.name}: cannot read the dataset location ({exc})",
+                               self.expected_layouts()) from None
         if not path.exists():
             raise DatasetError(path, f"{self.name}: dataset path does not exist", self.expected_layouts())
         if not (path.is_dir() or path.is_file()):
