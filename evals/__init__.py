@@ -36,8 +36,10 @@ group, Video-MME video), ``meta`` (JSON-serialisable extras a metric needs), ``e
 ``sample_id, benchmark, split, question, options, targets, category, subcategory, group, meta``
 (``options``/``targets``/``meta`` as JSON strings) next to ``prediction, extracted, score, error``.
 
-``evals.scoring.rescore(out_dir, flavor)`` recomputes ``out_dir/metrics.parquet`` from
-``out_dir/predictions/*.parquet``; ``evals.report.write_report(out_dir)`` writes the text and HTML report.
+``evals.scoring.rescore(out_dir, flavor, judge=None)`` recomputes ``out_dir/metrics.parquet`` from
+``out_dir/predictions/*.parquet`` (judge-scored benchmarks — ``Benchmark.judged``: mathvista, mmvet, charxiv — ask an
+:class:`evals.judge.Judge` through the folder's reply cache when one is given); ``evals.report.write_report(out_dir)``
+writes the text and HTML report.
 
 Flavors: ``official`` | ``lmms-eval`` | ``vlmevalkit`` (:mod:`evals.flavors`); metrics in
 :mod:`evals.metrics`, extractors in :mod:`evals.extract`.

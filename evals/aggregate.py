@@ -13,6 +13,7 @@ Conventions used by every benchmark:
   other groupings use ``<metric>_by_<field>`` (``accuracy_by_duration``, ``accuracy_by_subcategory``).
 * A row with an ``error`` is a failure: it scores 0 and is counted in ``errors``.
 * ``unparsed`` counts rows without error whose ``extracted`` answer is None.
+* ``unjudged`` (judge-only benchmarks) counts rows without error that no judge has scored.
 """
 
 from __future__ import annotations
@@ -91,6 +92,17 @@ def mean_rows(benchmark: str, flavor: str, metric: str, rows: list[dict], *,
         for value, members in group_by(rows, key).items():
             out.append(metric_row(benchmark, flavor, name, str(value), scale * sum(map(score, members)) / len(members), len(members)))
     return out
+
+
+def mean_scored_rows(benchmark: str, flavor: str, metric: str, rows: list[dict], **kwargs) -> list[dict]:
+    """:func:`mean_rows` over the rows that have a score or an error, for benchmarks whose score only a judge gives
+    (MM-Vet, CharXiv): an unjudged row (no error, no score) is left out instead of counting 0, and
+    ``unjudged`` counts them. With no scored row at all the metric is null (n = 0)."""
+    scored = [r for r in rows if has_error(r) or r.get("score") is not None]
+    unjudged = metric_row(benchmark, flavor, "unjudged", None, len(rows) - len(scored), len(rows))
+    if not scored:
+        return [metric_row(benchmark, flavor, metric, None, None, 0), unjudged]
+    return mean_rows(benchmark, flavor, metric, scored, **kwargs) + [unjudged]
 
 
 def count_rows(benchmark: str, flavor: str, rows: list[dict]) -> list[dict]:

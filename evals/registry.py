@@ -24,9 +24,12 @@ _MODULES = {
     "videomme": "evals.benchmarks.videomme",
     "mvbench": "evals.benchmarks.mvbench",
     "demo": "evals.benchmarks.demo",
+    "mathvista": "evals.benchmarks.mathvista",
     "mmstar": "evals.benchmarks.mmstar",
     "hallusionbench": "evals.benchmarks.hallusionbench",
     "infovqa": "evals.benchmarks.infovqa",
+    "mmvet": "evals.benchmarks.mmvet",
+    "charxiv": "evals.benchmarks.charxiv",
     "refcoco": "evals.benchmarks.refcoco",
 }
 

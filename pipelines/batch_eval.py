@@ -32,8 +32,9 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
-from evals.scoring import compute_metrics, write_metrics
+from evals.judge import Judge
 from evals.storage import Storage
+from evals.scoring import compute_metrics, score_saved, scoring_record, write_metrics
 
 from .config import EvalConfig, ResourcePlan, plan_resources
 from .fingerprint import benchmark_fingerprint_parts, common_parts, diff_parts, fingerprint_of
@@ -401,15 +402,25 @@ def commit_block(block: pa.Table, run: RunPlan, todo: Todo) -> int:
 
 
 def finalize_run(run: RunPlan, todo: Todo, manifest: dict) -> RunResult:
-    """Remove any duplicate row, write metrics.parquet (evals.scoring, from the saved predictions) and the final
-    manifest."""
+    """Remove any duplicate row, score the judge-scored benchmarks (with `cfg.judge`, or by their rule; replies from
+    the folder's judge cache when it has them), write metrics.parquet (evals.scoring, from the saved predictions) and
+    the final manifest, which says per benchmark how it was scored."""
     for name, fp in run.fingerprints.items():
         dup = reconcile(run.pred, name, fp)
         if dup:
             todo.notes.append(f"{name}: removed {dup} duplicate row(s) at the end")
+    judge = Judge(run.cfg.judge, run.out) if run.cfg.judge is not None else None
+    score_saved(run.out, run.fingerprints, judge)
+    scoring = {name: scoring_record(name, judge) for name in run.fingerprints}
+    for name, record in scoring.items():
+        if record.get("failed"):
+            todo.notes.append(f"{name}: the judge did not answer {record['failed']} prompt(s) ({record.get('error')}); "
+                              "those rows are scored by rule until `ernie-vl score` asks again")
     metrics = compute_metrics(run.out)
     write_metrics(run.out, metrics)
     manifest = end_manifest(manifest, run.out, run.fingerprints, todo.progress, todo.notes, run.t_start)
+    for name, record in scoring.items():
+        manifest["benchmarks"][name]["scoring"] = record
     write_manifest(run.out, manifest)
     return RunResult(out=run.out, manifest=manifest, metrics=metrics, notes=todo.notes, started_ray=run.ray.started)
 

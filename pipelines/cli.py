@@ -7,6 +7,7 @@ modules are imported only when a command runs, so `ernie-vl --help` stays fast.
     ernie-vl eval --benchmark demo --out results/
     ernie-vl eval --benchmark mmbench --data ~/LMUData/MMBench_DEV_EN.tsv --out results/mmbench --replicas 2
     ernie-vl score results/ --flavor vlmevalkit
+    ernie-vl score results/ --judge-url http://127.0.0.1:8000/v1 --judge-model ernie-vl-tiny
     ernie-vl report results/
 """
 
@@ -45,6 +46,11 @@ def cmd_eval(a) -> int:
     from .batch_eval import run_eval
     from .config import EvalConfig
 
+    try:
+        judge = _judge_settings(a)
+    except ValueError as e:
+        print(f"ernie-vl eval: error: {e}", file=sys.stderr)
+        return 2
     cfg = EvalConfig(
         benchmarks=_benchmark_specs(a),
         out=a.out,
@@ -67,6 +73,7 @@ def cmd_eval(a) -> int:
         reuse=not a.no_reuse,
         num_gpus_per_replica=a.gpus_per_replica,
         progress=not a.quiet,
+        judge=judge,
     )
     from evals.errors import DatasetError
 
@@ -108,10 +115,15 @@ def format_summary(result) -> str:
         lines.append(line)
         for reason, n in sorted(b["errors"].items(), key=lambda kv: -kv[1]):
             lines.append(f"  failed ({reason}): {n} — e.g. {b['error_examples'][reason]}")
+        scoring = b.get("scoring") or {}
+        if scoring.get("method") == "judge":
+            lines.append(f"  scored by judge {scoring['judge_model']}: {scoring['asked']} asked, {scoring['cached']} "
+                         f"from the cache, {scoring['failed']} failed")
         if b["missing"]:
             lines.append(f"  INCOMPLETE: {b['missing']} sample(s) not written; rerun the same command to finish")
         for r in result.metrics:
-            if r["benchmark"] == name and r["category"] is None and r["metric"] not in ("errors", "unparsed"):
+            if r["benchmark"] == name and r["category"] is None and r["metric"] not in ("errors", "unparsed",
+                                                                                        "unjudged"):
                 v = "nan" if r["value"] is None else f"{r['value']:.2f}"
                 lines.append(f"  {r['metric']} ({r['flavor']}) = {v} over {r['n']}")
     for note in result.notes:
@@ -120,13 +132,61 @@ def format_summary(result) -> str:
     return "\n".join(lines)
 
 
-def cmd_score(a) -> int:
-    from evals.scoring import rescore
+def _judge_settings(a):
+    """The LLM judge of `--judge-url` + `--judge-model` (both or neither; ValueError otherwise), None without one."""
+    from evals.judge_client import JudgeSettings
 
-    res = rescore(a.out_dir, a.flavor)
-    if res is not None:
-        print(res if isinstance(res, str) else f"rescored {a.out_dir} with flavor {a.flavor}")
-    return 0
+    if not a.judge_url and not a.judge_model:
+        return None
+    if not (a.judge_url and a.judge_model):
+        raise ValueError("--judge-url and --judge-model go together")
+    return JudgeSettings(url=a.judge_url, model=a.judge_model, api_key_env=a.judge_api_key_env,
+                         concurrency=a.judge_concurrency, timeout_s=a.judge_timeout, max_retries=a.judge_retries)
+
+
+def _add_judge_args(s) -> None:
+    from evals.judge_client import DEFAULT_KEY_ENV
+
+    g = s.add_argument_group("LLM judge (judge-scored benchmarks: mathvista, mmvet, charxiv)")
+    g.add_argument("--judge-url", help="OpenAI-compatible base URL of the judge, e.g. http://127.0.0.1:8000/v1 "
+                                       "(`ernie-vl serve` is one); without it those benchmarks use their rule")
+    g.add_argument("--judge-model", help="model name sent to the judge (part of the judge cache key)")
+    g.add_argument("--judge-api-key-env", default=DEFAULT_KEY_ENV,
+                   help="environment variable holding the judge's API key (then OPENAI_API_KEY; none: no key sent)")
+    g.add_argument("--judge-concurrency", type=int, default=8, help="judge requests in flight at most")
+    g.add_argument("--judge-timeout", type=float, default=60.0, help="seconds per judge request")
+    g.add_argument("--judge-retries", type=int, default=4,
+                   help="retries of a request after a connection error, timeout, 429 or 5xx (exponential backoff)")
+
+
+def cmd_score(a) -> int:
+    from evals.judge import Judge
+    from evals.scoring import rescore, scoring_record
+
+    from .manifest import record_scoring
+    from .resume import RunLock
+
+    try:
+        settings = _judge_settings(a)
+        with RunLock(a.out_dir):  # it rewrites prediction files: never beside a running `ernie-vl eval`
+            judge = Judge(settings, a.out_dir) if settings is not None else None
+            metrics = rescore(a.out_dir, a.flavor, judge)
+            scoring = {name: scoring_record(name, judge) for name in sorted({m["benchmark"] for m in metrics})}
+            record_scoring(a.out_dir, scoring, a.flavor)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        print(f"ernie-vl score: error: {e}", file=sys.stderr)
+        return 2
+    print(f"rescored {a.out_dir} with flavor {a.flavor}")
+    failed = 0
+    for name, record in scoring.items():
+        if record["method"] == "judge":
+            failed += record["failed"]
+            print(f"  {name}: judge {record['judge_model']}: {record['asked']} asked, {record['cached']} from the "
+                  f"cache, {record['failed']} failed{' (' + record['error'] + ')' if record.get('error') else ''}")
+    if failed:
+        print(f"ernie-vl score: the judge did not answer {failed} prompt(s); those rows are scored by rule — run the "
+              "command again to ask again", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_report(a) -> int:
@@ -179,11 +239,14 @@ def add_eval_commands(subparsers) -> None:
     s.add_argument("--num-cpus", type=int, help="CPUs of a local Ray instance (ignored with RAY_ADDRESS)")
     s.add_argument("--quiet", action="store_true", help="no live progress lines")
     s.add_argument("--verbose", action="store_true", help="keep Ray Data's own logging")
+    _add_judge_args(s)
     s.set_defaults(func=cmd_eval)
 
-    s = subparsers.add_parser("score", help="recompute scores and metrics of an eval output folder")
+    s = subparsers.add_parser("score", help="recompute scores and metrics of an eval output folder (with an LLM judge "
+                                            "for the judge-scored benchmarks when given)")
     s.add_argument("out_dir")
     s.add_argument("--flavor", choices=["official", "lmms-eval", "vlmevalkit"], default="official")
+    _add_judge_args(s)
     s.set_defaults(func=cmd_score)
 
     s = subparsers.add_parser("report", help="write a human-readable report of an eval output folder (report.txt, "

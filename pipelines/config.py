@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evals.judge_client import JudgeSettings
 from evals.storage import is_uri, location
 
 FLAVORS = ("official", "lmms-eval", "vlmevalkit")
@@ -73,6 +74,9 @@ class EvalConfig:
     preprocess_actors: int | None = None  # most CPU preprocessing actors (None: from the cluster size)
     num_gpus_per_replica: float | None = None  # None: 1 when the cluster has GPUs, else 0
     torch_threads: int | None = None  # CPU replicas only (None: the node's cores / replicas)
+    # scoring: an LLM judge for the judge-scored benchmarks (None: their rule); not fingerprinted, it changes no
+    # prediction, only extracted/score (evals.scoring.score_saved at the end of the run)
+    judge: JudgeSettings | None = None
     # behaviour
     progress: bool = True
     max_replica_restarts: int = 4

@@ -4,6 +4,7 @@ settings and resources, and one history entry per invocation.
     start_manifest  written before any work: benchmarks "running", last_run settings/resources/packages
     end_manifest    after the last commit: counts read back from the part files, errors per reason, throughput
     archive_entry   a benchmark's entry whose fingerprint changed → runs/<benchmark>-<fp12>/manifest.json
+    record_scoring  after `ernie-vl score`: how each benchmark was scored (rule, or judge with its counts)
 
 Written complete or not at all (`evals.storage.Storage.write_bytes`, local folder or object store): a kill leaves
 the previous manifest, never a torn one. `out` is a local path, a URI or an `evals.storage.Storage`.
@@ -78,6 +79,19 @@ def reuse_summary(rows: list[dict]) -> dict:
         "prefix_tokens_reused": reused_tokens,
         "prefix_tokens_computed": sum(r["prompt_tokens"] for r in done) - reused_tokens,
     }
+
+
+def record_scoring(out, scoring: dict[str, dict], flavor: str) -> None:
+    """After `ernie-vl score`: each rescored benchmark's entry says how it was scored now (`scoring`, with the flavor
+    and time). A folder without a manifest (predictions from elsewhere) is left without one."""
+    m = load_manifest(out)
+    if not m:
+        return
+    for name, record in scoring.items():
+        entry = m.setdefault("benchmarks", {}).get(name)
+        if entry is not None:
+            entry["scoring"] = {**record, "flavor": flavor, "scored_at": utc_now()}
+    write_manifest(out, m)
 
 
 def start_manifest(old: dict, cfg: EvalConfig, plan: ResourcePlan, dtype: str, parts: dict, fps: dict,

@@ -38,6 +38,8 @@ PREDICTION_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("reasoning", pa.string(), "with --thinking: the text before </think> (all of it if never closed); else null"),
     ("extracted", pa.string(), "answer extracted from the prediction by the benchmark's extractor"),
     ("score", pa.float64(), "per-sample score of the flavor (null on error)"),
+    ("judge", pa.string(), "how extracted/score were obtained: 'rule' (the benchmark's own rule) or the name of the "
+                           "judge model whose reply gave them (judge-scored benchmarks); null on error"),
     ("error", pa.string(), "null, or why this sample failed ('media: ...', 'prompt_too_long: ...', ...)"),
     ("finish_reason", pa.string(), "'stop' (EOS) or 'length' (max_new_tokens or --max-answer-tokens reached); null "
                                    "on error"),

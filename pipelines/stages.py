@@ -319,6 +319,7 @@ class ScoreStage:
                 extracted, score = self._benchmark(r["benchmark"]).score(record, prediction, self.flavor)
                 out["extracted"] = None if extracted is None else str(extracted)
                 out["score"] = None if score is None else float(score)
+                out["judge"] = "rule"  # a judge, when given, rescores judge-scored benchmarks at the end of the run
             except Exception as exc:  # a scorer bug must cost one row, not the run
                 out["error"] = f"score: {type(exc).__name__}: {exc}"
         return out

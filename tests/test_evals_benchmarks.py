@@ -301,8 +301,8 @@ def test_ocrbench_aggregate_counts_hits():
 def test_registry():
     names = list_benchmarks()
     assert names == ["mmmu", "mmbench", "mme", "chartqa", "docvqa", "textvqa", "ai2d", "ocrbench", "pope",
-                     "scienceqa", "realworldqa", "videomme", "mvbench", "demo", "mmstar", "hallusionbench", "infovqa",
-                     "refcoco"]
+                     "scienceqa", "realworldqa", "videomme", "mvbench", "demo", "mathvista", "mmstar",
+                     "hallusionbench", "infovqa", "mmvet", "charxiv", "refcoco"]
     for name in names:
         bench = get_benchmark(name)
         assert bench.name == name and bench.version and bench.layouts()

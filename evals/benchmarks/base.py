@@ -13,6 +13,16 @@ The pipeline contract (see :mod:`evals`):
 * ``build_messages(sample, flavor) -> list[dict]`` — chat messages.
 * ``score(record, prediction, flavor) -> (extracted, score)`` — ``record = sample.to_record()``.
 * ``aggregate(rows, flavor) -> list[metric rows]``.
+
+Judge-scored benchmarks (``judged = True``: MathVista, MM-Vet, CharXiv) also say what to ask an LLM judge and how to
+read its reply, per flavor, following the flavor's reference harness:
+
+* ``judge_prompt(record, prediction, flavor) -> str | None`` — the judge's user message; None when the reference
+  settles this answer without asking (then ``score`` decides).
+* ``score_judged(record, prediction, reply, flavor) -> (extracted, score)``.
+
+:func:`evals.scoring.score_rows` asks the judge (through the run's cache) and falls back to ``score`` — the rule the
+references use without a judge — when no judge is given or it did not answer.
 """
 
 from __future__ import annotations
@@ -68,6 +78,10 @@ class Benchmark:
     tsv_patterns: tuple[str, ...] = ()
     #: the headline metric (overall row) a report shows first
     primary_metric: str = "accuracy"
+    #: scored by an LLM judge when one is given (judge_prompt / score_judged), else by ``score``
+    judged: bool = False
+    #: ``max_tokens`` of this benchmark's judge requests
+    judge_max_tokens: int = 256
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -183,6 +197,16 @@ class Benchmark:
     def score(self, record: dict, prediction: str, flavor: str = OFFICIAL) -> tuple[str | None, float | None]:
         """``(extracted answer, score)`` for one prediction; see the benchmark's docstring."""
         raise NotImplementedError
+
+    def judge_prompt(self, record: dict, prediction: str, flavor: str = OFFICIAL) -> str | None:
+        """The message asking a judge to grade ``prediction`` under ``flavor``'s reference, or None when that
+        reference settles this answer without a judge (then :meth:`score` decides)."""
+        return None
+
+    def score_judged(self, record: dict, prediction: str, reply: str,
+                     flavor: str = OFFICIAL) -> tuple[str | None, float | None]:
+        """``(extracted answer, score)`` from the judge's ``reply`` to :meth:`judge_prompt`."""
+        raise NotImplementedError(f"{self.name} is not judge-scored")
 
     def aggregate(self, rows: list[dict], flavor: str = OFFICIAL) -> list[dict]:
         """Default: mean score ×100 overall and per category, plus error/unparsed counts."""

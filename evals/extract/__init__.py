@@ -7,6 +7,7 @@ Where a reference falls back to a random pick, ours returns None (unparsed).
 * :mod:`evals.extract.yesno` — yes/no (MME, POPE, VLMEvalKit YOrN).
 * :mod:`evals.extract.mmmu` — MMMU multiple-choice and open answers.
 * :mod:`evals.extract.video` — Video-MME and MVBench.
+* :mod:`evals.extract.mathvista` — MathVista rule extraction and the LLM-extraction prompt, per flavor.
 """
 
 from evals.extract.choice import can_infer, choice, extract_mcq_answer, mmbench_legacy_can_infer

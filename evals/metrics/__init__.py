@@ -13,6 +13,8 @@ ocrbench               MultimodalOCR / lmms-eval ocrbench / VLMEvalKit ``OCRBenc
 circular               VLMEvalKit circular eval (official = vlmevalkit) / lmms-eval MMBench static
 mmmu                   official MMMU ``eval_utils`` (no flavor; lmms-eval ≥0.7.3 copies it)
 cider                  ``pycocoevalcap`` CIDEr-D without PTB tokenisation (no flavor)
+mmvet                  LLM grader prompt + reply rule: MM-Vet evaluator / lmms-eval mmvet / VLMEvalKit MMVet
+charxiv                LLM grader prompt + reply rule: CharXiv scripts / lmms-eval charxiv / VLMEvalKit CharXiv
 =====================  ==============================================================================
 
 Where a reference picks randomly (MMMU, MMBench judge fallback) ours returns None / incorrect.

@@ -127,5 +127,39 @@ def build_all(root: Path) -> dict[str, Path | None]:
          "question": "", "answer": ["green block", "left thing"], "segmentation": [2.0, 1.0, 10.0, 1.0, 10.0, 5.0],
          "bbox": [2.0, 1.0, 8.0, 4.0], "iscrowd": 0, "file_name": "COCO_train2014_000000000007.jpg"}])
 
+    paths["mathvista"] = root / "mathvista"  # AI4Math/MathVista testmini: query = hint + question + choices
+    write_parquet(paths["mathvista"] / "data" / "testmini-00000-of-00001.parquet", [
+        {"pid": "1", "question": "Which colour is the square?", "image": "images/1.jpg",
+         "decoded_image": image_struct(RED), "choices": ["red", "blue"], "unit": None, "precision": None,
+         "answer": "red", "question_type": "multi_choice", "answer_type": "text",
+         "metadata": {"task": "figure question answering", "skills": ["logical reasoning"], "category": "general-vqa",
+                      "context": "synthetic scene", "grade": "elementary school", "language": "english",
+                      "source": "demo", "split": "testmini"},
+         "query": "Hint: Please answer the question and provide the correct option letter, e.g., A, B, C, D, at the "
+                  "end.\nQuestion: Which colour is the square?\nChoices:\n(A) red\n(B) blue"},
+        {"pid": "2", "question": "How many squares?", "image": "images/2.jpg", "decoded_image": image_struct(BLUE),
+         "choices": None, "unit": None, "precision": None, "answer": "3", "question_type": "free_form",
+         "answer_type": "integer",
+         "metadata": {"task": "math word problem", "skills": ["arithmetic reasoning", "logical reasoning"],
+                      "category": "math-targeted-vqa", "context": "synthetic scene", "grade": "elementary school",
+                      "language": "english", "source": "demo", "split": "testmini"},
+         "query": "Hint: Please answer the question requiring an integer answer and provide the final value, e.g., "
+                  "1, 2, 3, at the end.\nQuestion: How many squares?"}],
+        image_columns=("decoded_image",), list_columns=("choices",))
+
+    paths["mmvet"] = root / "mm-vet"  # the authors' mm-vet.zip: mm-vet.json + images/
+    write_image(paths["mmvet"] / "images" / "v1_0.png", RED)
+    write_json(paths["mmvet"] / "mm-vet.json", {
+        "v1_0": {"imagename": "v1_0.png", "capability": ["rec", "ocr"], "question": "What colour is it?",
+                 "answer": "red<OR>crimson"}})
+
+    paths["charxiv"] = root / "CharXiv"  # github princeton-nlp/CharXiv data/ + images.zip unpacked in images/
+    write_image(paths["charxiv"] / "images" / "0.jpg", BLUE)
+    write_json(paths["charxiv"] / "data" / "reasoning_val.json", {
+        "0": {"figure_id": 0, "query": "Which curve peaks first?", "answer": "blue", "inst_category": 1,
+              "qa_source": 3}})
+    write_json(paths["charxiv"] / "data" / "image_metadata_val.json", {"0": {"category": "cs", "year": "21"}})
+    write_json(paths["charxiv"] / "data" / "descriptive_val.json", {"0": {"num_subplots": 2}})
+
     paths["demo"] = None
     return paths
