@@ -114,20 +114,112 @@ def settings_from_args(a: argparse.Namespace) -> ServeSettings:
     )
 
 
-def start(settings: ServeSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, num_cpus: int | None = None):
-    """Start Ray (a local instance unless RAY_ADDRESS names a cluster) and Serve, deploy the application and return
-    once its replicas are up."""
+SERVE_SHUTDOWN_S = 5.0  # for Serve's graceful shutdown on stop
+RAY_SHUTDOWN_S = 8.0  # then for ray.shutdown (a local instance: its GCS, raylet and agents)
+KILL_WAIT_S = 2.0  # for processes sent SIGTERM to exit before they get SIGKILL
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    """Start Ray: a local instance unless RAY_ADDRESS names a cluster (workers see this checkout's environment)."""
     import ray
-    from ray import serve
 
     from ernie_vl.worker_env import worker_env
 
-    from .app import APP_NAME, build_app
-
     if not ray.is_initialized():
         ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": worker_env()})
+
+
+def start(settings: ServeSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, num_cpus: int | None = None):
+    """Start Ray (see `init_ray`) and Serve, deploy the application and return once its replicas are up."""
+    from ray import serve
+
+    from .app import APP_NAME, build_app
+
+    init_ray(num_cpus)
     serve.start(http_options={"host": host, "port": port})
     return serve.run(build_app(settings.to_dict()), name=APP_NAME, route_prefix="/")
+
+
+def stop(serve_timeout_s: float = SERVE_SHUTDOWN_S) -> None:
+    """Shut Serve down, giving it `serve_timeout_s`, then Ray. A local Ray instance (no RAY_ADDRESS) goes away with
+    every process it started, which this makes sure of: nothing of it answers afterwards.
+
+    Bounded, and not left to Ray alone, because a SIGTERM sent to the whole process group (what systemd and
+    container runtimes do) reaches Ray's GCS and raylet but not its workers (each in a process group of its own):
+    Serve's controller then never confirms its graceful shutdown (Serve would wait 30 s for it) and the HTTP proxy
+    and replicas kept answering until they noticed that their raylet was gone."""
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        return
+    _bounded(serve.shutdown, serve_timeout_s)
+    if os.environ.get("RAY_ADDRESS"):  # a cluster this command joined: leave it running
+        ray.shutdown()
+        return
+    ours = os.getpgid(0)
+    started = _descendants(os.getpid())
+    _terminate([p for p in started if _pgid(p) not in (None, ours)], grace_s=0)  # Serve's actors had their chance
+    _bounded(ray.shutdown, RAY_SHUTDOWN_S)
+    _terminate(started, grace_s=KILL_WAIT_S)  # whatever ray.shutdown left
+
+
+def _bounded(fn, timeout_s: float) -> None:
+    """Run `fn` in a daemon thread for at most `timeout_s` (a wedged shutdown must not hang the command)."""
+    import threading
+
+    t = threading.Thread(target=fn, name=f"ernie-vl-{fn.__name__}", daemon=True)
+    t.start()
+    t.join(timeout_s)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Processes below `pid` (read from /proc; none where there is no /proc)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if name.isdigit() and (stat := _stat(int(name))) is not None:
+            children.setdefault(int(stat[1]), []).append(int(name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, ... (None: gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _pgid(pid: int) -> int | None:
+    stat = _stat(pid)
+    return None if stat is None else int(stat[2])
+
+
+def _alive(pid: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")  # a zombie has exited (its parent has not reaped it)
+
+
+def _terminate(pids: list[int], grace_s: float) -> None:
+    """SIGTERM `pids` and wait up to `grace_s` for them to exit (0: SIGKILL at once); SIGKILL those left."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, KILL_WAIT_S)):
+        if sig == signal.SIGTERM and grace_s <= 0:
+            continue
+        for pid in pids:
+            if _alive(pid):
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+        deadline = time.monotonic() + wait_s
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def run_serve(a: argparse.Namespace) -> int:
@@ -143,21 +235,22 @@ def run_serve(a: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     try:
-        start(settings, a.host, a.port)
-        # after ray.init, whose native crash handler otherwise takes SIGTERM (and aborts); SIGINT explicitly, since a
-        # process started in the background by a non-interactive shell inherits it ignored
+        init_ray()
+        # right after ray.init, whose native crash handler otherwise takes SIGTERM (and aborts the driver, leaving the
+        # cluster to die on its own); SIGINT explicitly, since a process started in the background by a
+        # non-interactive shell inherits it ignored
         signal.signal(signal.SIGTERM, _interrupt)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        start(settings, a.host, a.port)
         print(f"ernie-vl serve: {settings.model_name()} at http://{a.host}:{a.port}/v1 (Ctrl-C to stop)", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         print("ernie-vl serve: shutting down", flush=True)
     finally:
-        import ray
-        from ray import serve
-
-        if ray.is_initialized():
-            serve.shutdown()
-            ray.shutdown()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the shutdown short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        t0 = time.monotonic()
+        stop()
+        print(f"ernie-vl serve: stopped ({time.monotonic() - t0:.1f} s)", flush=True)
     return 0

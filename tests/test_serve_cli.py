@@ -1,4 +1,5 @@
-"""`ernie-vl serve` as a user runs it: a subprocess, then the README section's curl and openai examples, then Ctrl-C.
+"""`ernie-vl serve` as a user runs it: a subprocess, then the README section's curl and openai examples, then Ctrl-C;
+and as a process manager stops it: SIGTERM to its whole process group.
 
 The commands are read from the README's serving section (port 8000 replaced by a free one), so the documented examples
 are the tested ones.
@@ -29,29 +30,31 @@ def _blocks(lang: str) -> list[str]:
 
 
 
-def test_readme_serve_command_curl_and_openai_examples_work(tmp_path):
+def _start_server(tmp_path) -> tuple[subprocess.Popen, int, dict]:
+    """`ernie-vl serve` in a session (and process group) of its own, once it says it is serving."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
            "RAY_ADDRESS": ""}
-    assert "ernie-vl serve " in _blocks("bash")[0] or "ernie-vl serve\n" in _blocks("bash")[0]
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ernie_vl_cli", "serve", "--port", str(port), "--num-cpus", "0.5",
          "--torch-threads", "1"],
         cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    try:
-        deadline = time.monotonic() + 150
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(1)
+    log.close()
+    deadline = time.monotonic() + 150
+    while "(Ctrl-C to stop)" not in (tmp_path / "serve.log").read_text():
+        assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "server did not come up"
+        time.sleep(0.5)
+    assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+    return proc, port, env
 
+
+def test_readme_serve_command_curl_and_openai_examples_work(tmp_path):
+    assert "ernie-vl serve " in _blocks("bash")[0] or "ernie-vl serve\n" in _blocks("bash")[0]
+    proc, port, env = _start_server(tmp_path)
+    try:
         curl = next(b for b in _blocks("bash") if b.startswith("curl"))
         out = subprocess.run(["bash", "-c", curl.replace("127.0.0.1:8000", f"127.0.0.1:{port}")],
                              capture_output=True, text=True, timeout=60)
@@ -71,6 +74,49 @@ def test_readme_serve_command_curl_and_openai_examples_work(tmp_path):
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
-        log.close()
     assert proc.returncode == 0, (tmp_path / "serve.log").read_text()[-3000:]
     assert "shutting down" in (tmp_path / "serve.log").read_text()
+
+
+def _processes() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, process group) of every process (/proc)."""
+    out = {}
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError, ValueError):
+            continue
+        if fields[0] not in ("Z", "X"):  # exited, not yet reaped
+            out[int(name)] = (int(fields[1]), int(fields[2]))
+    return out
+
+
+def test_sigterm_to_the_process_group_stops_the_server_and_every_ray_process(tmp_path):
+    """What systemd and container runtimes send: SIGTERM to the whole process group (which reaches Ray's GCS and
+    raylet, not its workers: each has a process group of its own). The command exits 0 within 30 s, the port no longer
+    answers, and no process it started is left (its group, and the workers and actors below it)."""
+    proc, port, _ = _start_server(tmp_path)
+    procs = _processes()
+    below, todo = set(), [proc.pid]
+    while todo:
+        parent = todo.pop()
+        for pid, (ppid, _) in procs.items():
+            if ppid == parent and pid not in below:
+                below.add(pid)
+                todo.append(pid)
+    assert len({procs[p][1] for p in below}) > 1  # workers in process groups of their own: the case this covers
+    t0 = time.monotonic()
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        rc = proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"still running 30 s after SIGTERM: {(tmp_path / 'serve.log').read_text()[-3000:]}")
+    log = (tmp_path / "serve.log").read_text()
+    assert rc == 0 and "shutting down" in log and "stopped" in log, log[-3000:]
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+    left = {pid: v for pid, v in _processes().items() if pid in below or v[1] == proc.pid}
+    assert not left, left
+    assert time.monotonic() - t0 < 30
