@@ -243,8 +243,8 @@ def run_serve(a: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         start(settings, a.host, a.port)
         print(f"ernie-vl serve: {settings.model_name()} at http://{a.host}:{a.port}/v1 (Ctrl-C to stop)", flush=True)
-        while True:
-            time.sleep(3600)
+        while True:  # short sleeps: a process-wide signal may land on one of Ray's threads, and Python runs the
+            time.sleep(0.5)  # handler only when the main thread next runs bytecode (a long sleep would not wake)
     except KeyboardInterrupt:
         print("ernie-vl serve: shutting down", flush=True)
     finally:
