@@ -27,10 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import APIError, bad_request
 
 _STRICT = ConfigDict(strict=True, extra="ignore")
-# Template variables the server sets itself (a request's chat_template_kwargs may not override them).
+# Template variables the server sets itself, and the processor's own arguments (`Processor.prepare` takes template
+# variables as keywords beside them): a request's chat_template_kwargs may not set these.
 RESERVED_TEMPLATE_VARIABLES = frozenset({"messages", "tools", "documents", "add_generation_prompt",
                                          "bos_token", "eos_token", "unk_token", "pad_token", "cls_token",
-                                         "sep_token", "mask_token"})
+                                         "sep_token", "mask_token", "self", "source", "with_metadata",
+                                         "video_sampling", "special_tokens", "template"})
 
 
 class TextPart(BaseModel):

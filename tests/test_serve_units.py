@@ -180,6 +180,24 @@ def test_request_validation_names_the_field(body, where, text):
     assert err.param == where and err.message.startswith(where) and text in err.message, err.message
 
 
+def test_chat_template_kwargs_cannot_reach_the_processors_own_arguments():
+    import inspect
+
+    from ernie_vl.chat import render
+    from ernie_vl.processor import Processor
+    from serve.schemas import RESERVED_TEMPLATE_VARIABLES, parse_request
+
+    own = {*inspect.signature(Processor.prepare).parameters, *inspect.signature(render).parameters} - {
+        "template_kwargs"}
+    assert own <= RESERVED_TEMPLATE_VARIABLES, own - RESERVED_TEMPLATE_VARIABLES
+    for key in sorted(own):
+        raises(400, parse_request, {"messages": [{"role": "user", "content": "hi"}],
+                                    "chat_template_kwargs": {key: 1}}, contains="cannot be set by a request")
+    req = parse_request({"messages": [{"role": "user", "content": "hi"}],
+                         "chat_template_kwargs": {"enable_thinking": True, "custom_flag": 1}})
+    assert req.thinking() and req.template_kwargs() == {"enable_thinking": True, "custom_flag": 1}
+
+
 def test_request_accepts_the_openai_subset_and_ignores_unknown_fields():
     from serve.schemas import parse_request
 
