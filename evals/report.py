@@ -48,6 +48,13 @@ def _fmt(value) -> str:
     return f"{value:.2f}" if isinstance(value, float) and not float(value).is_integer() else f"{value:g}"
 
 
+def _ci(metric: dict | None) -> str:
+    """The 95 % interval of a metric row (``metrics.parquet`` ``ci_low`` / ``ci_high``), ``-`` without one."""
+    if not metric or metric.get("ci_low") is None:
+        return "-"
+    return f"[{_fmt(metric['ci_low'])}, {_fmt(metric['ci_high'])}]"
+
+
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
@@ -93,7 +100,7 @@ def build_tables(metrics: list[dict]) -> tuple[str, dict]:
     benchmarks = sorted({m["benchmark"] for m in metrics})
     flavors = sorted({m["flavor"] for m in metrics})
     lookup = {(m["benchmark"], m["flavor"], m["metric"], m["category"]): m for m in metrics}
-    summary = []
+    summary, intervals = [], []
     for bench in benchmarks:
         primary = _primary(bench)
         for flavor in flavors:
@@ -104,7 +111,11 @@ def build_tables(metrics: list[dict]) -> tuple[str, dict]:
             unparsed = lookup.get((bench, flavor, "unparsed", None))
             summary.append([bench, flavor, primary, _fmt(head and head["value"]), str(head["n"] if head else "-"),
                             _fmt(errors and errors["value"]), _fmt(unparsed and unparsed["value"])])
-    parts = ["Per-benchmark results", _table(["benchmark", "flavor", "metric", "value", "n", "errors", "unparsed"], summary)]
+            intervals.append(_ci(head))
+    parts = ["Per-benchmark results (95% CI: percentile bootstrap over samples or their groups, metrics.parquet "
+             "ci_low/ci_high)",
+             _table(["benchmark", "flavor", "metric", "value", "95% CI", "n", "errors", "unparsed"],
+                    [row[:4] + [ci] + row[4:] for row, ci in zip(summary, intervals)])]
     grouped: dict[str, dict[str, list[dict]]] = {}
     for m in metrics:
         if m["category"] is None or m["metric"] in COUNT_METRICS:
@@ -113,8 +124,8 @@ def build_tables(metrics: list[dict]) -> tuple[str, dict]:
     for bench in benchmarks:
         for title, rows in sorted(grouped.get(bench, {}).items()):
             parts.append(f"\n{bench}: {title}")
-            parts.append(_table(["category", "value", "n"], [[str(r["category"]), _fmt(r["value"]), str(r["n"])]
-                                                              for r in rows]))
+            parts.append(_table(["category", "value", "95% CI", "n"],
+                                [[str(r["category"]), _fmt(r["value"]), _ci(r), str(r["n"])] for r in rows]))
     return "\n".join(parts) + "\n", {"summary": summary, "grouped": grouped, "lookup": lookup,
                                       "benchmarks": benchmarks, "flavors": flavors}
 

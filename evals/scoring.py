@@ -3,7 +3,8 @@
 A run directory holds ``predictions/*.parquet`` — one row per sample with the record fields
 (``sample_id, benchmark, split, question, options, targets, category, subcategory, group, meta``) plus
 ``prediction``, ``extracted``, ``score``, ``error`` and, from the pipeline, ``flavor``. ``metrics.parquet`` has the
-columns of :data:`evals.aggregate.METRIC_COLUMNS` (``benchmark, flavor, metric, category, value, n``).
+columns of :data:`evals.aggregate.METRIC_COLUMNS` (``benchmark, flavor, metric, category, value, n`` and the value's
+uncertainty: ``stderr, ci_low, ci_high, ...`` from :func:`evals.bootstrap.with_uncertainty`).
 
 Two entry points share one reader (:func:`read_predictions`), one aggregation (:func:`aggregate_rows`, i.e.
 ``benchmark.aggregate`` per benchmark and flavor) and one writer (:func:`write_metrics`):
@@ -41,7 +42,8 @@ from typing import Iterable
 
 import pyarrow as pa
 
-from evals.aggregate import METRIC_NAMES, has_error, metrics_table
+from evals.aggregate import has_error, metrics_table
+from evals.bootstrap import with_uncertainty
 from evals.flavors import check_flavor
 from evals.judge import JudgeStats
 from evals.registry import get_benchmark
@@ -191,7 +193,8 @@ def _same(a, b) -> bool:
 
 
 def aggregate_rows(rows: list[dict], flavor: str | None = None) -> list[dict]:
-    """Metric rows of every benchmark present in ``rows`` (sorted by benchmark, then flavor).
+    """Metric rows of every benchmark present in ``rows`` (sorted by benchmark, then flavor), each with its standard
+    error and 95 % interval (:func:`evals.bootstrap.with_uncertainty`).
 
     ``flavor``: every row was scored for it; None: each row for its own ``flavor`` (``official`` when absent)."""
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -201,7 +204,7 @@ def aggregate_rows(rows: list[dict], flavor: str | None = None) -> list[dict]:
     metrics = []
     for name, fl in sorted(groups):
         check_flavor(fl)
-        metrics.extend(get_benchmark(name).aggregate(groups[name, fl], fl))
+        metrics.extend(with_uncertainty(get_benchmark(name), groups[name, fl], fl))
     return metrics
 
 
@@ -218,7 +221,8 @@ def write_metrics(out_dir, metrics: list[dict], flavor: str | None = None) -> st
     store = Storage.at(out_dir)
     kept = []
     if flavor is not None and store.is_file(METRICS_FILE):
-        kept = [r for r in store.read_table(METRICS_FILE, columns=METRIC_NAMES).to_pylist() if r.get("flavor") != flavor]
+        # every column read: a table written before the uncertainty columns existed keeps them null
+        kept = [r for r in store.read_table(METRICS_FILE).to_pylist() if r.get("flavor") != flavor]
     store.write_table(METRICS_FILE, metrics_table(kept + metrics))
     return store.display(METRICS_FILE)
 

@@ -1,4 +1,4 @@
-"""`ernie-vl eval | score | report`: the batch evaluation commands.
+"""`ernie-vl eval | score | report | compare`: the batch evaluation commands.
 
 `add_eval_commands(subparsers)` registers them on the `ernie-vl` parser (ernie_vl_cli/ calls it when this package
 is importable). Each command function takes the argparse namespace and returns an exit code. Ray and the pipeline
@@ -9,6 +9,7 @@ modules are imported only when a command runs, so `ernie-vl --help` stays fast.
     ernie-vl score results/ --flavor vlmevalkit
     ernie-vl score results/ --judge-url http://127.0.0.1:8000/v1 --judge-model ernie-vl-tiny
     ernie-vl report results/
+    ernie-vl compare results/run-a results/run-b --out results/compare
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ def format_summary(result) -> str:
             if r["benchmark"] == name and r["category"] is None and r["metric"] not in ("errors", "unparsed",
                                                                                         "unjudged"):
                 v = "nan" if r["value"] is None else f"{r['value']:.2f}"
+                if r.get("ci_low") is not None:  # the 95 % interval (evals.bootstrap)
+                    v += f" [95% CI {r['ci_low']:.2f}, {r['ci_high']:.2f}]"
                 lines.append(f"  {r['metric']} ({r['flavor']}) = {v} over {r['n']}")
     for note in result.notes:
         lines.append(f"note: {note}")
@@ -199,6 +202,31 @@ def cmd_report(a) -> int:
     return 0
 
 
+def cmd_compare(a) -> int:
+    from evals.compare import InputMismatch
+
+    from .compare_runs import InputsDiffer, run_compare
+
+    try:
+        res = run_compare(a.runs, a.out, media=not a.no_media)
+    except (InputsDiffer, InputMismatch, ValueError, FileNotFoundError) as e:
+        print(f"ernie-vl compare: error: {e}", file=sys.stderr)
+        return 2
+    for note in res.notes:
+        print(f"note: {note}")
+    for r in res.rows:
+        if r["category"] is None:
+            ci = "" if r.get("ci_low") is None else f" [95% CI {r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+            p = "" if r.get("p_value") is None else f" p={r['p_value']:.3g} ({r['test']})"
+            flips = ("" if r.get("flips_to_right") is None else
+                     f", flips +{r['flips_to_right']} / -{r['flips_to_wrong']}")
+            print(f"{r['benchmark']} {r['metric']} [{r['flavor']}] {r['run_a']} -> {r['run_b']}: "
+                  f"{r['value_a']:.2f} -> {r['value_b']:.2f} ({r['diff']:+.2f}{ci}{p}) over {r['n']}{flips}")
+    wrote = [res.out / "compare.parquet", res.out / "flips.parquet", *res.pages]
+    print("wrote " + ", ".join(map(str, wrote)) + f" ({len(res.flips)} flipped samples)")
+    return 0
+
+
 def add_eval_commands(subparsers) -> None:
     """Register `eval`, `score` and `report` on an argparse subparsers object."""
     s = subparsers.add_parser(
@@ -255,6 +283,17 @@ def add_eval_commands(subparsers) -> None:
     s.add_argument("--no-media", action="store_true",
                    help="no image/video thumbnails in the sample browser (they are read from the run's data folders)")
     s.set_defaults(func=cmd_report)
+
+    s = subparsers.add_parser(
+        "compare", help="compare eval output folders sample by sample (differences with 95 % intervals, paired "
+                        "tests, flipped samples) → compare.parquet, flips.parquet, compare.html",
+        description="Every pair of runs (A before B, in the order given), per benchmark and flavor present in both, "
+                    "over the samples both hold. Refuses runs whose benchmarks were asked other inputs (prompt "
+                    "version, flavor, video frame policy, or other questions).")
+    s.add_argument("runs", nargs="+", metavar="RUN", help="eval output folders (two or more)")
+    s.add_argument("--out", required=True, help="output folder for compare.parquet, flips.parquet and the pages")
+    s.add_argument("--no-media", action="store_true", help="no image/video thumbnails in the pages' sample browser")
+    s.set_defaults(func=cmd_compare)
 
 
 def main(argv: list[str] | None = None) -> int:

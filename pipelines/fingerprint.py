@@ -34,6 +34,10 @@ PROMPT_FILES = (
     "video_preprocessor_config.json",
 )
 FINGERPRINT_PACKAGES = ("ernie-vl", "torch", "numpy", "pillow", "av")
+#: the parts of a benchmark's fingerprint that change what the model is asked (the samples' prompts and media):
+#: two runs that differ there did not answer the same inputs and are not compared (`ernie-vl compare`); the other
+#: parts (checkpoint, generation, dtype, thinking, packages) are what a comparison is about
+INPUT_PARTS = ("benchmark", "benchmark_version", "flavor", "video_sampling")
 RECORDED_PACKAGES = FINGERPRINT_PACKAGES + ("ray", "pyarrow", "pandas", "transformers", "tokenizers")
 _TAIL = 1 << 20
 
@@ -123,6 +127,11 @@ def common_parts(cfg, model_path: Path, dtype: str) -> dict:
 def fingerprint_of(parts: dict) -> str:
     """A 32-hex-digit digest of fingerprint parts (JSON with sorted keys)."""
     return _sha(json.dumps(parts, sort_keys=True, default=str).encode())[:32]
+
+
+def input_differences(a: dict, b: dict) -> list[str]:
+    """The :data:`INPUT_PARTS` that differ between two benchmarks' fingerprint parts, as :func:`diff_parts` words."""
+    return diff_parts({k: a.get(k) for k in INPUT_PARTS}, {k: b.get(k) for k in INPUT_PARTS})
 
 
 def diff_parts(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -62,7 +62,10 @@ def test_rescore_writes_metrics_for_each_flavor(tmp_path):
     assert values(official, "errors")[0] == 1
     assert values(official, "accuracy_by_duration", "long") == [50.0]
     table = pq.read_table(tmp_path / "metrics.parquet")
-    assert table.column_names == ["benchmark", "flavor", "metric", "category", "value", "n"]
+    from evals.aggregate import METRIC_NAMES
+
+    assert table.column_names[:6] == ["benchmark", "flavor", "metric", "category", "value", "n"]
+    assert table.column_names == METRIC_NAMES  # then the uncertainty columns (evals.bootstrap)
     rescore(tmp_path, "vlmevalkit")
     frame = pd.read_parquet(tmp_path / "metrics.parquet")
     assert set(frame["flavor"]) == {"official", "vlmevalkit"} and set(frame["benchmark"]) == {"demo", "videomme"}

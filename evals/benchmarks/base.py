@@ -82,6 +82,8 @@ class Benchmark:
     judged: bool = False
     #: ``max_tokens`` of this benchmark's judge requests
     judge_max_tokens: int = 256
+    #: what :meth:`resampling_unit` keys, for the metrics table (``unit``)
+    unit_name: str = "sample"
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -213,6 +215,27 @@ class Benchmark:
         check_flavor(flavor)
         rows = decode_rows(rows)
         return mean_rows(self.name, flavor, "accuracy", rows) + count_rows(self.name, flavor, rows)
+
+    # --- uncertainty (evals.bootstrap) -------------------------------------------------------------
+
+    def resampling_unit(self, row: dict) -> str | None:
+        """The unit the bootstrap draws ``row`` with: rows of one unit are not independent (an MMBench question's
+        rotated copies, the questions on one MME image or Video-MME video) and are drawn together, so an interval
+        is not narrowed by counting them as separate samples. Default: ``group`` when set, else the sample id."""
+        for key in ("group", "sample_id"):
+            value = row.get(key)
+            if value is not None and value != "":
+                return str(value)
+        return None
+
+    def resampled_copy(self, row: dict, copy: int) -> dict:
+        """``row`` in the ``copy``-th (>= 1) extra draw of its unit in a bootstrap resample, with the identities
+        :meth:`aggregate` groups by made distinct so that the copy counts as one more unit, not as more members of
+        the first. Default: ``sample_id`` and ``group`` suffixed."""
+        out = dict(row, sample_id=f"{row.get('sample_id')}~{copy}")
+        if row.get("group") not in (None, ""):
+            out["group"] = f"{row['group']}~{copy}"
+        return out
 
     @staticmethod
     def record(record: dict[str, Any]) -> dict[str, Any]:

@@ -33,13 +33,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evals.aggregate import count_rows, decode_rows, group_by, metric_row, row_score
+import numpy as np
+
+from evals.aggregate import count_rows, decode_rows, group_by, metric_row, row_score, traced_sums
 from evals.benchmarks.base import Benchmark, Layout, load_media
 from evals.errors import DatasetError
 from evals.extract.yesno import yes_substring, yorn_vlmevalkit
 from evals.flavors import LMMS_EVAL, OFFICIAL, check_flavor
 from evals.media import image_from_path, image_from_struct
-from evals.metrics.hallusion import METRICS, hallusion
+from evals.metrics.hallusion import COUNTS, METRICS, hallusion, hallusion_counts, hallusion_values
 from evals.readers.files import find_files, load_json
 from evals.readers.values import RowError, text
 from evals.sample import Sample
@@ -68,6 +70,18 @@ class HallusionBench(Benchmark):
     default_split = "image"
     primary_metric = "aAcc"
     tsv_patterns = ("HallusionBench.tsv", "HallusionBench*.tsv")
+    unit_name = "question set"
+
+    def resampling_unit(self, row):
+        """fAcc groups a set's questions by figure and qAcc its figures by question; both groupings (every flavor's
+        keys) lie within one (``l2_category``, ``set_id``), the unit the bootstrap draws (rows decoded)."""
+        meta = row.get("meta") or {}
+        return f"{meta.get('l2_category') or row.get('subcategory')}/{meta.get('set_id')}"
+
+    def resampled_copy(self, row, copy):
+        out = super().resampled_copy(row, copy)
+        out["meta"] = dict(row.get("meta") or {}, set_id=f"{(row.get('meta') or {}).get('set_id')}~{copy}")
+        return out
 
     def layouts(self):
         return [self.tsv_layout(("index", "question", "answer"), self._from_tsv, filter_split=False),
@@ -152,11 +166,25 @@ class HallusionBench(Benchmark):
         groups = [("", None, rows)] if rows else []
         groups += [("", c, m) for c, m in group_by(rows, lambda r: r.get("category")).items()]
         groups += [("_by_subcategory", c, m) for c, m in group_by(rows, lambda r: r.get("subcategory")).items()]
+        # The values are functions of counts that add up over question sets (every figure and question group lies
+        # in one): per set and group of rows, those counts let the bootstrap resample sets without re-scoring.
+        units: dict[str, int] = {}
+        for r in rows:
+            units.setdefault(self.resampling_unit(r), len(units))
+        K = len(COUNTS)
+        stats_UJK = np.zeros((len(units), len(groups), K))
+        for j, (_, _, members) in enumerate(groups):
+            for unit, in_unit in group_by(members, self.resampling_unit).items():
+                stats_UJK[units[unit], j] = hallusion_counts(items(in_unit), flavor)
+        stats_UK = stats_UJK.reshape(len(units), -1)
         out = []
-        for suffix, category, members in groups:
+        for j, (suffix, category, members) in enumerate(groups):
             values = hallusion(items(members), flavor)
-            out += [metric_row(self.name, flavor, name + suffix, None if category is None else str(category),
-                               values[name], len(members)) for name in METRICS]
+            label = None if category is None else str(category)
+            out += [traced_sums(metric_row(self.name, flavor, name + suffix, label, values[name], len(members)),
+                                list(units), stats_UK,
+                                lambda sums_BK, j=j, name=name: hallusion_values(sums_BK[:, j * K:(j + 1) * K])[name])
+                    for name in METRICS]
         return out + count_rows(self.name, flavor, rows)
 
 

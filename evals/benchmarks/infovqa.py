@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evals.aggregate import count_rows, decode_rows, mean_rows, metric_row, row_score
+from evals.aggregate import count_rows, decode_rows, mean_row, mean_rows
 from evals.benchmarks.base import Layout, load_media
 from evals.benchmarks.docvqa import DocVQA
 from evals.errors import DatasetError
@@ -97,8 +97,7 @@ class InfoVQA(DocVQA):
                 for label in r["meta"].get(key) or []:
                     groups.setdefault(label, []).append(r)
             for label, members in sorted(groups.items()):
-                value = 100.0 * sum(map(row_score, members)) / len(members)
-                out.append(metric_row(self.name, flavor, f"anls_by_{key}", label, value, len(members)))
+                out.append(mean_row(self.name, flavor, f"anls_by_{key}", label, members))
         return out + count_rows(self.name, flavor, rows)
 
 

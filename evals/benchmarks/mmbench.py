@@ -56,6 +56,7 @@ def _hint(value) -> str | None:
 class MMBench(Benchmark):
     name = "mmbench"
     version = "mmbench-dev-en/1"
+    unit_name = "circular group"  # a question and its rotated copies (``group``)
     default_split = "dev"
     tsv_patterns = ("MMBench_DEV_EN_V11.tsv", "MMBench_DEV_EN.tsv", "MMBench*.tsv")
 
@@ -118,7 +119,8 @@ class MMBench(Benchmark):
                 circ.update(r["options"])
                 circ_rows.append(circ)
             failed = any(has_error(r) for r in members)
-            hits.append({"category": base[0].get("category"), "subcategory": base[0].get("subcategory"),
+            hits.append({"group": group, "category": base[0].get("category"),  # group: the bootstrap's unit
+                         "subcategory": base[0].get("subcategory"),
                          "score": 0.0 if failed else float(circular(circ_rows, flavor)), "error": None})
         out = mean_rows(self.name, flavor, "accuracy", hits, by={"subcategory": lambda r: r.get("subcategory")})
         base_rows = [r for r in rows if int(r["meta"].get("index", 0)) < CIRCULAR_OFFSET]

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evals.aggregate import count_rows, decode_rows, has_error, metric_row
+import numpy as np
+
+from evals.aggregate import count_rows, decode_rows, has_error, metric_row, traced_sums
 from evals.benchmarks.base import Benchmark, Layout, load_media
 from evals.benchmarks.prompts import SHORT_ANSWER_SUFFIX
 from evals.extract.yesno import yes_no
 from evals.flavors import VLMEVALKIT, OFFICIAL, check_flavor
 from evals.media import MediaError, image_from_path, image_from_struct
-from evals.metrics.yesno import MME_COGNITION, MME_PERCEPTION, mme
+from evals.metrics.yesno import MME_COGNITION, MME_PERCEPTION, mme_answers, mme_from_answers
 from evals.readers.values import RowError, text
 from evals.sample import Sample
 
@@ -49,6 +51,7 @@ def _yes_no_answer(value) -> str:
 class MME(Benchmark):
     name = "mme"
     version = "mme/1"
+    unit_name = "image"  # the yes/no pair asked about one image (``group``), scored together by acc+
     default_split = "test"
     primary_metric = "perception"
     tsv_patterns = ("MME.tsv",)
@@ -150,17 +153,45 @@ class MME(Benchmark):
         scored = [{"question_id": r.get("group") or r["sample_id"], "category": r.get("category"),
                    "answer": r["targets"][0] if r["targets"] else "",
                    "prediction": "" if has_error(r) else (r.get("prediction") or "")} for r in rows]
-        result = mme(scored, flavor)
-        out = [metric_row(self.name, flavor, "perception", None, result["perception"], sum(
-                   1 for r in rows if r.get("category") in MME_PERCEPTION)),
-               metric_row(self.name, flavor, "cognition", None, result["cognition"], sum(
-                   1 for r in rows if r.get("category") in MME_COGNITION))]
-        for cat in sorted(result["per_category"]):
+        answers = mme_answers(scored, flavor)
+        result = mme_from_answers(answers)
+        # Every value is a function of sums over images (the resampling unit: question_id is the row's group or
+        # sample id, as resampling_unit): per category, image accuracy, all-right, and 1 (images) — the bootstrap
+        # resamples those sums instead of the predictions.
+        cats = sorted(result["per_category"])
+        units: dict[str, int] = {}
+        for cat in cats:
+            for qid in answers[cat]:
+                units.setdefault(qid, len(units))
+        stats_UCK = np.zeros((len(units), len(cats), 3))
+        for c, cat in enumerate(cats):
+            for qid, right in answers[cat].items():
+                stats_UCK[units[qid], c] += (sum(right) / len(right), float(all(right)), 1.0)
+        stats_UK = stats_UCK.reshape(len(units), -1)
+
+        def part(c: int, k: int):
+            return lambda sums_BK: 100.0 * sums_BK[:, 3 * c + k] / sums_BK[:, 3 * c + 2]
+
+        def total(names):
+            members = [c for c, cat in enumerate(cats) if cat in names]
+            return lambda sums_BK: sum((part(c, 0)(sums_BK) + part(c, 1)(sums_BK) for c in members),
+                                       np.zeros(len(sums_BK)))
+
+        def row(metric, category, value, n, combine):
+            return traced_sums(metric_row(self.name, flavor, metric, category, value, n), list(units), stats_UK,
+                               combine)
+
+        out = [row("perception", None, result["perception"],
+                   sum(1 for r in rows if r.get("category") in MME_PERCEPTION), total(MME_PERCEPTION)),
+               row("cognition", None, result["cognition"],
+                   sum(1 for r in rows if r.get("category") in MME_COGNITION), total(MME_COGNITION))]
+        for c, cat in enumerate(cats):
             detail = result["detail"][cat]
             n = sum(1 for r in rows if r.get("category") == cat)
-            out.append(metric_row(self.name, flavor, "score", cat, result["per_category"][cat], n))
-            out.append(metric_row(self.name, flavor, "acc", cat, detail["acc"], n))
-            out.append(metric_row(self.name, flavor, "acc_plus", cat, detail["acc_plus"], n))
+            out.append(row("score", cat, result["per_category"][cat], n,
+                           lambda sums_BK, c=c: part(c, 0)(sums_BK) + part(c, 1)(sums_BK)))
+            out.append(row("acc", cat, detail["acc"], n, part(c, 0)))
+            out.append(row("acc_plus", cat, detail["acc_plus"], n, part(c, 1)))
         return out + count_rows(self.name, flavor, rows)
 
 

@@ -27,7 +27,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from evals.aggregate import count_rows, decode_rows, group_by, mean_rows, metric_row, row_score
+from evals.aggregate import (count_rows, decode_rows, group_by, macro_sums, mean_rows, metric_row, row_score,
+                             traced_sums)
 from evals.benchmarks.base import Benchmark, Layout, load_media
 from evals.benchmarks.prompts import vlmevalkit_mcq_text
 from evals.extract.choice import can_infer, extract_mcq_answer
@@ -150,9 +151,13 @@ class MMStar(Benchmark):
             means = [sum(map(row_score, m)) / len(m) for m in subs.values()]
             return 100.0 * sum(means) / len(means)
 
-        out = [metric_row(self.name, flavor, "accuracy", None, macro(rows), len(rows))] if rows else []
+        def traced(category, members):  # the macro mean, with its per-unit sums for the bootstrap
+            return traced_sums(metric_row(self.name, flavor, "accuracy", category, macro(members), len(members)),
+                               *macro_sums(members, lambda r: r.get("subcategory") or "-", self.resampling_unit))
+
+        out = [traced(None, rows)] if rows else []
         for category, members in group_by(rows, lambda r: r.get("category")).items():
-            out.append(metric_row(self.name, flavor, "accuracy", str(category), macro(members), len(members)))
+            out.append(traced(str(category), members))
         out += [r for r in mean_rows(self.name, flavor, "accuracy", rows,
                                      by={"subcategory": lambda r: r.get("subcategory")})
                 if r["metric"] == "accuracy_by_subcategory"]

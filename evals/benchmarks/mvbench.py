@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evals.aggregate import count_rows, decode_rows, group_by, has_error, mean_rows, metric_row, row_score
+from evals.aggregate import (count_rows, decode_rows, group_by, has_error, macro_sums, mean_rows, metric_row,
+                             row_score, traced_sums)
 from evals.benchmarks.base import Benchmark, Layout, load_media
 from evals.benchmarks.prompts import media_part, text_part
 from evals.errors import DatasetError
@@ -163,7 +164,9 @@ class MVBench(Benchmark):
         out = mean_rows(self.name, flavor, "accuracy", counted)
         per_task = [100 * sum(map(row_score, m)) / len(m) for m in group_by(counted, lambda r: r.get("category")).values()]
         if per_task:
-            out.append(metric_row(self.name, flavor, "accuracy_task_mean", None, sum(per_task) / len(per_task), len(counted)))
+            out.append(traced_sums(metric_row(self.name, flavor, "accuracy_task_mean", None,
+                                              sum(per_task) / len(per_task), len(counted)),
+                                   *macro_sums(counted, lambda r: r.get("category"), self.resampling_unit)))
         return out + count_rows(self.name, flavor, rows)
 
 

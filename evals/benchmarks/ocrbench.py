@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evals.aggregate import count_rows, decode_rows, mean_rows, metric_row, row_score
+from evals.aggregate import count_rows, decode_rows, mean_rows, metric_row, row_score, total_sums, traced_sums
 from evals.benchmarks.base import Benchmark, Layout, load_media
 from evals.errors import DatasetError
 from evals.flavors import VLMEVALKIT, OFFICIAL, check_flavor
@@ -98,13 +98,15 @@ class OCRBench(Benchmark):
     def aggregate(self, rows, flavor=OFFICIAL):
         check_flavor(flavor)
         rows = decode_rows(rows)
-        out = [metric_row(self.name, flavor, "score", None, sum(map(row_score, rows)), len(rows))]  # hits, max 1000
+        def hits(metric, category, members):  # hit counts, with their per-unit sums for the bootstrap
+            return traced_sums(metric_row(self.name, flavor, metric, category, sum(map(row_score, members)),
+                                          len(members)), *total_sums(members, self.resampling_unit))
+
+        out = [hits("score", None, rows)]  # hits, max 1000
         for group, types in CATEGORY_GROUPS.items():
-            members = [r for r in rows if r.get("category") in types]
-            out.append(metric_row(self.name, flavor, "score_by_group", group, sum(map(row_score, members)), len(members)))
+            out.append(hits("score_by_group", group, [r for r in rows if r.get("category") in types]))
         for cat in sorted({r.get("category") for r in rows if r.get("category")}):
-            members = [r for r in rows if r.get("category") == cat]
-            out.append(metric_row(self.name, flavor, "score", cat, sum(map(row_score, members)), len(members)))
+            out.append(hits("score", cat, [r for r in rows if r.get("category") == cat]))
         return out + mean_rows(self.name, flavor, "accuracy", rows)[:1] + count_rows(self.name, flavor, rows)
 
 

@@ -20,14 +20,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evals.aggregate import count_rows, decode_rows, group_by, has_error, metric_row
+import numpy as np
+
+from evals.aggregate import count_rows, decode_rows, group_by, has_error, metric_row, traced_sums
 from evals.benchmarks.base import Benchmark, Layout, load_media
 from evals.benchmarks.prompts import SHORT_ANSWER_SUFFIX
 from evals.errors import DatasetError
 from evals.extract.yesno import pope_official, yorn_vlmevalkit
 from evals.flavors import LMMS_EVAL, VLMEVALKIT, OFFICIAL, check_flavor
 from evals.media import MediaError, image_from_path, image_from_struct
-from evals.metrics.yesno import pope
+from evals.metrics.yesno import POPE_COUNTS, pope_counts, pope_values
 from evals.readers.files import find_files, iter_jsonl
 from evals.readers.values import RowError, text
 from evals.sample import Sample
@@ -138,11 +140,10 @@ class POPE(Benchmark):
         check_flavor(flavor)
         rows = decode_rows(rows)
 
-        def metrics(members):
-            labels = [r["targets"][0] if r["targets"] else "no" for r in members]
-            preds = [("no" if lab == "yes" else "yes") if has_error(r) else (r.get("prediction") or "")
-                     for r, lab in zip(members, labels)]
-            return pope(preds, labels, flavor)
+        def counts(r):
+            label = r["targets"][0] if r["targets"] else "no"
+            pred = ("no" if label == "yes" else "yes") if has_error(r) else (r.get("prediction") or "")
+            return pope_counts(pred, label, flavor)
 
         # VLMEvalKit's POPE.tsv stores a question shared by several splits once, with a comma-joined
         # category ("random,popular"); POPE_rating explodes it, so every split (and the overall
@@ -151,15 +152,43 @@ class POPE(Benchmark):
         for r in rows:
             cats = [c.strip() for c in str(r.get("category") or "").split(",") if c.strip()]
             expanded += [dict(r, category=c) for c in cats] or [r]
+        # Every value is a function of summed counts (evals.metrics.pope); summed per resampling unit (block 0:
+        # all rows, block 1 + i: split i) they let the bootstrap resample without re-reading predictions.
+        splits = group_by(expanded, lambda r: r.get("category"))
+        block = {c: 1 + i for i, c in enumerate(splits)}
+        units: dict[str, int] = {}
+        stats_UCK: list[np.ndarray] = []
+        for r in expanded:
+            u = units.setdefault(self.resampling_unit(r) or f"#{len(units)}", len(units))
+            if u == len(stats_UCK):
+                stats_UCK.append(np.zeros((1 + len(splits), len(POPE_COUNTS))))
+            c = np.array(counts(r), dtype=np.float64)
+            stats_UCK[u][0] += c
+            if r.get("category") in block:
+                stats_UCK[u][block[r["category"]]] += c
+        K = len(POPE_COUNTS)
+        stats_UK = (np.array(stats_UCK).reshape(len(stats_UCK), -1) if stats_UCK
+                    else np.zeros((0, K * (1 + len(splits)))))
+
+        def value(j: int, name: str):
+            return lambda sums_BK: 100 * pope_values(sums_BK[:, j * K:(j + 1) * K], flavor)[name]
+
         out = []
-        for category, members in [(None, expanded)] + list(group_by(expanded, lambda r: r.get("category")).items()):
-            values = metrics(members)
+        for j, (category, members) in enumerate([(None, expanded)] + list(splits.items())):
             for name in POPE_METRICS:
-                value = values[name]
-                out.append(metric_row(self.name, flavor, name, category, None if value is None else 100 * value, len(members)))
+                v = float(value(j, name)(stats_UK.sum(axis=0)[None])[0])
+                out.append(traced_sums(metric_row(self.name, flavor, name, category, None if np.isnan(v) else v,
+                                                  len(members)), list(units), stats_UK, value(j, name)))
         f1s = [row["value"] for row in out if row["metric"] == "f1" and row["category"] is not None]
         if f1s and all(v is not None for v in f1s):
-            out.append(metric_row(self.name, flavor, "f1_mean_over_splits", None, sum(f1s) / len(f1s), len(rows)))
+            def f1_mean(sums_BK):
+                total = 0
+                for j in range(1, len(f1s) + 1):
+                    total = total + value(j, "f1")(sums_BK)
+                return total / len(f1s)
+
+            out.append(traced_sums(metric_row(self.name, flavor, "f1_mean_over_splits", None, sum(f1s) / len(f1s),
+                                              len(rows)), list(units), stats_UK, f1_mean))
         return out + count_rows(self.name, flavor, rows)
 
 

@@ -35,7 +35,7 @@ import json
 import re
 from pathlib import Path
 
-from evals.aggregate import count_rows, decode_rows, has_error, mean_rows, metric_row
+from evals.aggregate import count_rows, decode_rows, has_error, mean_row, mean_rows
 from evals.benchmarks.base import Benchmark, Layout, load_media
 from evals.extract.boxes import parse_box_vlmevalkit
 from evals.flavors import LMMS_EVAL, OFFICIAL, VLMEVALKIT, check_flavor
@@ -213,9 +213,8 @@ class RefCOCO(Benchmark):
         out += mean_rows(self.name, flavor, "mean_iou", measured, score=lambda r: r["_iou"], scale=1.0)
         if flavor == LMMS_EVAL and measured:
             for threshold in LMMS_THRESHOLDS:
-                hits = sum(r["_iou"] >= threshold for r in measured)
-                out.append(metric_row(self.name, flavor, f"accuracy@{threshold}", None, 100.0 * hits / len(measured),
-                                      len(measured)))
+                out.append(mean_row(self.name, flavor, f"accuracy@{threshold}", None, measured,
+                                    score=lambda r, t=threshold: float(r["_iou"] >= t)))
             out += mean_rows(self.name, flavor, "center_accuracy", measured, score=lambda r: r["_center"])[:1]
         return out + count_rows(self.name, flavor, rows)
 

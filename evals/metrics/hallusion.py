@@ -27,29 +27,29 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable
 
+import numpy as np
+
 from evals.flavors import OFFICIAL, VLMEVALKIT, check_flavor
 
 METRICS = ("aAcc", "fAcc", "qAcc")
 
 
-def _all_correct(items: list[dict], key) -> float | None:
+#: the counts :func:`hallusion` is a function of (summed over any split of the items that keeps each figure's and
+#: each question's items together): questions right, questions, figures all right, figures, questions right on every
+#: figure, questions asked
+COUNTS = ("right", "questions", "figures_right", "figures", "asked_right", "asked")
+
+
+def _groups(items: list[dict], key) -> dict[tuple, list[bool]]:
     groups: dict[tuple, list[bool]] = defaultdict(list)
     for item in items:
         k = key(item)
         if k is not None:
             groups[k].append(bool(item["correct"]))
-    if not groups:
-        return None
-    return 100.0 * sum(all(v) for v in groups.values()) / len(groups)
+    return groups
 
 
-def hallusion(items: Iterable[dict], flavor: str = OFFICIAL) -> dict[str, float | None]:
-    """``{"aAcc", "fAcc", "qAcc"}`` (None for an empty set) for items as described in the module docstring."""
-    check_flavor(flavor)
-    items = list(items)
-    if not items:
-        return {name: None for name in METRICS}
-
+def _keys(flavor: str):
     def ids(item, *names):
         return tuple(str(item.get(n)) for n in names)
 
@@ -67,6 +67,32 @@ def hallusion(items: Iterable[dict], flavor: str = OFFICIAL) -> dict[str, float 
 
         def question(item):
             return ids(item, "category", "subcategory", "set_id", "question_id")
+    return figure, question
 
-    return {"aAcc": 100.0 * sum(bool(i["correct"]) for i in items) / len(items),
-            "fAcc": _all_correct(items, figure), "qAcc": _all_correct(items, question)}
+
+def hallusion_counts(items: Iterable[dict], flavor: str = OFFICIAL) -> tuple[int, ...]:
+    """The :data:`COUNTS` of ``items`` under ``flavor``."""
+    check_flavor(flavor)
+    items = list(items)
+    figure, question = _keys(flavor)
+    figures, asked = _groups(items, figure), _groups(items, question)
+    return (sum(bool(i["correct"]) for i in items), len(items), sum(all(v) for v in figures.values()), len(figures),
+            sum(all(v) for v in asked.values()), len(asked))
+
+
+def hallusion_values(sums_BK: np.ndarray) -> dict[str, np.ndarray]:
+    """aAcc, fAcc, qAcc (×100) of ``[B, 6]`` summed :data:`COUNTS`, as ``[B]`` arrays (NaN where nothing counts)."""
+    sums_BK = np.asarray(sums_BK, dtype=np.float64)
+
+    def pct(num, den):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(den > 0, 100.0 * num / np.where(den > 0, den, 1.0), np.nan)
+
+    return {"aAcc": pct(sums_BK[:, 0], sums_BK[:, 1]), "fAcc": pct(sums_BK[:, 2], sums_BK[:, 3]),
+            "qAcc": pct(sums_BK[:, 4], sums_BK[:, 5])}
+
+
+def hallusion(items: Iterable[dict], flavor: str = OFFICIAL) -> dict[str, float | None]:
+    """``{"aAcc", "fAcc", "qAcc"}`` (None for an empty set) for items as described in the module docstring."""
+    values = hallusion_values(np.array(hallusion_counts(items, flavor), dtype=np.float64)[None])
+    return {name: None if np.isnan(v[0]) else float(v[0]) for name, v in values.items()}

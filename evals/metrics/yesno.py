@@ -26,67 +26,82 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import numpy as np
+
 from evals.extract.yesno import pope_official, yes_no, yorn_vlmevalkit
 from evals.flavors import LMMS_EVAL, OFFICIAL, check_flavor
 
 MME_PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark",
                   "artwork", "OCR")
 MME_COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
+#: per-sample counts :func:`pope` sums: samples, true/false positives, false negatives, correct, yes-ratio terms
+POPE_COUNTS = ("n", "tp", "fp", "fn", "correct", "yes_num", "yes_den")
 
 
-def _ratio(num: int, den: int, undefined):
-    return num / den if den else undefined
+def pope_counts(prediction: str | None, label: str, flavor: str = OFFICIAL) -> tuple[int, ...]:
+    """One sample's :data:`POPE_COUNTS` under ``flavor`` (module docstring); :func:`pope` of a set is
+    :func:`pope_values` of their sum."""
+    gt = str(label).strip().lower()
+    if flavor == OFFICIAL:
+        pred = pope_official("" if prediction is None else str(prediction))
+        positive = gt != "no"  # evaluate.py: label "no" → 0, anything else → 1
+    elif flavor == LMMS_EVAL:
+        pred = "" if prediction is None else str(prediction).lower().strip()
+        positive = gt == "yes"
+    else:
+        pred = yorn_vlmevalkit("" if prediction is None else str(prediction)) or "unknown"
+        positive = gt == "yes"
+    said_yes = pred == "yes"
+    negative = pred == "no" if flavor == LMMS_EVAL else not said_yes  # lmms-eval: only an exact "no" is negative
+    correct = said_yes == positive if flavor == OFFICIAL else pred == gt  # official: (TP + TN)
+    if flavor == LMMS_EVAL:  # the ground-truth yes ratio
+        yes_num, yes_den = gt == "yes", gt in ("yes", "no")
+    else:
+        yes_num, yes_den = said_yes, True
+    return 1, int(said_yes and positive), int(said_yes and not positive), int(negative and positive), int(correct), \
+        int(yes_num), int(yes_den)
+
+
+def pope_values(sums_BK: np.ndarray, flavor: str = OFFICIAL) -> dict[str, np.ndarray]:
+    """accuracy, precision, recall, f1, yes_ratio (fractions) of ``[B, 7]`` summed :data:`POPE_COUNTS`, as ``[B]``
+    arrays; an undefined value (zero denominator) is NaN for ``official`` (the reference raises) and 0 otherwise."""
+    undefined = np.nan if flavor == OFFICIAL else 0.0
+    n, tp, fp, fn, correct, yes_num, yes_den = np.asarray(sums_BK, dtype=np.float64).T
+
+    def div(num, den):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(den > 0, num / np.where(den > 0, den, 1.0), undefined)
+
+    precision, recall = div(tp, tp + fp), div(tp, tp + fn)
+    both = precision + recall  # NaN when either is undefined (official): f1 undefined too
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.where(both > 0, 2 * precision * recall / np.where(both > 0, both, 1.0), undefined)
+    f1 = np.where(np.isnan(both), np.nan, f1)
+    return {"accuracy": div(correct, n), "precision": precision, "recall": recall, "f1": f1,
+            "yes_ratio": div(yes_num, yes_den)}
 
 
 def pope(predictions: list[str], labels: list[str], flavor: str = OFFICIAL) -> dict:
-    """accuracy, precision, recall, f1, yes_ratio of yes/no predictions against ``yes``/``no`` labels."""
+    """accuracy, precision, recall, f1, yes_ratio of yes/no predictions against ``yes``/``no`` labels (None where
+    undefined)."""
     check_flavor(flavor)
     if len(predictions) != len(labels):
         raise ValueError(f"pope: {len(predictions)} predictions for {len(labels)} labels")
-    n = len(labels)
-    gts = [str(label).strip().lower() for label in labels]
-    if flavor == OFFICIAL:
-        preds = [pope_official("" if p is None else str(p)) for p in predictions]
-        positive = [g != "no" for g in gts]  # evaluate.py: label "no" → 0, anything else → 1
-        undefined = None  # the reference raises ZeroDivisionError
-    elif flavor == LMMS_EVAL:
-        preds = ["" if p is None else str(p).lower().strip() for p in predictions]
-        positive = [g == "yes" for g in gts]
-        undefined = 0.0
-    else:
-        preds = [yorn_vlmevalkit("" if p is None else str(p)) or "unknown" for p in predictions]
-        positive = [g == "yes" for g in gts]
-        undefined = 0.0
-    pairs = list(zip(preds, positive))
-    tp = sum(1 for p, g in pairs if p == "yes" and g)
-    fp = sum(1 for p, g in pairs if p == "yes" and not g)
-    if flavor == LMMS_EVAL:
-        fn = sum(1 for p, g in pairs if p == "no" and g)  # only an exact "no" counts as a negative
-    else:
-        fn = sum(1 for p, g in pairs if p != "yes" and g)
-    if flavor == OFFICIAL:
-        correct = sum(1 for p, g in pairs if (p == "yes") == g)  # (TP + TN)
-    else:
-        correct = sum(1 for p, g in zip(preds, gts) if p == g)
-    if flavor == LMMS_EVAL:
-        yes_ratio = _ratio(sum(g == "yes" for g in gts), sum(g in ("yes", "no") for g in gts), 0.0)
-    else:
-        yes_ratio = _ratio(sum(p == "yes" for p in preds), n, undefined)
-    precision = _ratio(tp, tp + fp, undefined)
-    recall = _ratio(tp, tp + fn, undefined)
-    if precision is None or recall is None:
-        f1 = None
-    elif precision + recall == 0:
-        f1 = None if flavor == OFFICIAL else 0.0
-    else:
-        f1 = 2 * precision * recall / (precision + recall)
-    return {
-        "accuracy": _ratio(correct, n, undefined),
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "yes_ratio": yes_ratio,
-    }
+    counts = np.array([pope_counts(p, g, flavor) for p, g in zip(predictions, labels)], dtype=np.float64)
+    sums = counts.sum(axis=0) if len(counts) else np.zeros(len(POPE_COUNTS))
+    return {name: (None if np.isnan(v[0]) else float(v[0])) for name, v in pope_values(sums[None], flavor).items()}
+
+
+
+def mme_answers(rows: list[dict], flavor: str = OFFICIAL) -> dict[str, dict[str, list[float]]]:
+    """``{category: {question_id: [1.0 right / 0.0 wrong per question of that image]}}`` (rows as :func:`mme`)."""
+    check_flavor(flavor)
+    by_cat: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        gold = str(row["answer"]).lower().strip().replace(".", "")
+        pred = yes_no(row.get("prediction"), flavor)
+        by_cat[row["category"]][str(row["question_id"])].append(1.0 if pred == gold else 0.0)
+    return by_cat
 
 
 def mme(rows: list[dict], flavor: str = OFFICIAL) -> dict:
@@ -95,14 +110,13 @@ def mme(rows: list[dict], flavor: str = OFFICIAL) -> dict:
     ``rows``: dicts with ``question_id`` (the image), ``category``, ``prediction``, ``answer``.
     Returns ``{"perception", "cognition", "per_category": {cat: score}, "detail": {cat: {acc, acc_plus, images}}}``.
     """
-    check_flavor(flavor)
-    by_cat: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for row in rows:
-        gold = str(row["answer"]).lower().strip().replace(".", "")
-        pred = yes_no(row.get("prediction"), flavor)
-        by_cat[row["category"]][str(row["question_id"])].append(1.0 if pred == gold else 0.0)
+    return mme_from_answers(mme_answers(rows, flavor))
+
+
+def mme_from_answers(answers: dict[str, dict[str, list[float]]]) -> dict:
+    """:func:`mme` of :func:`mme_answers`."""
     per_category, detail = {}, {}
-    for cat, images in by_cat.items():
+    for cat, images in answers.items():
         accs = [100.0 * sum(s) / len(s) for s in images.values()]
         plus = [100.0 * float(all(s)) for s in images.values()]
         acc, acc_plus = sum(accs) / len(accs), sum(plus) / len(plus)
