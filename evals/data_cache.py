@@ -14,8 +14,8 @@ then the media decoder, then the report's thumbnails).
 Cache: ``$ERNIE_VL_DATA_CACHE`` (default ``$ERNIE_VL_HOME/data``, i.e. ``~/.cache/ernie_vl/data``), laid out as the
 URI: ``s3://bucket/a/b.jpg`` → ``<cache>/s3/bucket/a/b.jpg``, so a file staged with its folder and a file staged
 alone land at the same place (a single-node run downloads each file once). A copy is fetched again when its size or
-modification time differs from the remote file's (the copy carries the remote mtime); each file is downloaded to a
-temporary name and renamed, so a killed copy leaves no torn file and two processes staging one file both end with a
+modification time differs from the remote file's (the copy carries the remote mtime), and staging a folder removes
+the files its remote no longer has; each file is downloaded to a temporary name and renamed, so a killed copy leaves no torn file and two processes staging one file both end with a
 whole one. Nothing is ever evicted: remove the folder to reclaim the space.
 """
 
@@ -31,7 +31,7 @@ import pyarrow.fs as pafs
 from evals.storage import TMP_PREFIX, filesystem, is_uri
 
 _CHUNK = 8 << 20
-_fresh: set[str] = set()  # URIs checked against the remote in this process (data does not change during a run)
+_fresh: set[str] = set()  # local copies checked against the remote in this process (data does not change in a run)
 
 
 def cache_root() -> Path:
@@ -85,12 +85,13 @@ def _fetch(fs: pafs.FileSystem, info: pafs.FileInfo, dest: Path) -> None:
 
 def stage(where) -> str:
     """``where`` as a local path: unchanged when local; a remote file or folder copied into the cache (only what
-    changed) and its local copy returned. A URI naming nothing raises FileNotFoundError naming it."""
+    changed; local files the remote folder no longer has are removed) and its local copy returned. A URI naming
+    nothing raises FileNotFoundError naming it."""
     if where is None or not is_uri(str(where)):
         return where
     uri = str(where).rstrip("/")
     dest = cache_path(uri)
-    if uri in _fresh:
+    if str(dest) in _fresh:
         return str(dest)
     fs, root = filesystem(uri)
     info = fs.get_file_info(root)
@@ -100,11 +101,17 @@ def stage(where) -> str:
         _fetch(fs, info, dest)
     else:
         dest.mkdir(parents=True, exist_ok=True)
+        remote = set()
         for item in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
             if item.type == pafs.FileType.File:
-                _fetch(fs, item, dest / item.path[len(root) + 1:])
-                _fresh.add(f"{uri}/{item.path[len(root) + 1:]}")
-    _fresh.add(uri)
+                rel = item.path[len(root) + 1:]
+                _fetch(fs, item, dest / rel)
+                remote.add(dest / rel)
+                _fresh.add(str(dest / rel))
+        for path in dest.rglob("*"):  # deleted upstream: a reader must not find it here
+            if path.is_file() and path not in remote and not path.name.startswith(TMP_PREFIX):
+                path.unlink(missing_ok=True)
+    _fresh.add(str(dest))
     return str(dest)
 
 

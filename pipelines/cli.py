@@ -236,10 +236,12 @@ def add_eval_commands(subparsers) -> None:
     )
     s.add_argument("--benchmark", action="append", required=True,
                    help="benchmark name (repeatable or comma-separated), e.g. mmbench, pope, demo")
-    s.add_argument("--data", action="append", help="benchmark file/folder as published (one per benchmark, or NAME=PATH); "
+    s.add_argument("--data", action="append", help="benchmark file/folder as published, local or a URI such as "
+                                                   "s3://bucket/MMBench (one per benchmark, or NAME=PATH); "
                                                    "not needed for demo")
     s.add_argument("--model", help="checkpoint folder (default: the embedded tiny checkpoint)")
-    s.add_argument("--out", required=True, help="output folder (predictions/, metrics.parquet, manifest.json)")
+    s.add_argument("--out", required=True, help="output folder (predictions/, metrics.parquet, manifest.json): a local "
+                                                "path or a URI, e.g. s3://bucket/run (also gs://, hdfs://)")
     s.add_argument("--limit", type=int, help="first N samples of each benchmark")
     s.add_argument("--replicas", type=int, default=1, help="model replicas (each holds --gpus-per-replica GPUs)")
     s.add_argument("--batch-size", type=int, default=16, help="most samples per model batch")

@@ -21,9 +21,11 @@ both hold the lock while each heartbeats at least once per `ttl` — for both to
 other wrote, yet each writes before it lists. Two that start together may both withdraw (both refuse; start one
 again). A holder that stops heartbeating for longer than `ttl` (a stopped process, a network partition) can be
 declared stale and replaced; its heartbeat then finds its object gone, marks the lock lost, and `check()` — called
-by the driver before each commit — stops it with an error. A write that was already in flight then may still land:
-there are no fencing tokens. A driver killed on another host blocks the folder for `ttl` seconds
-(`ERNIE_VL_LOCK_TTL_S`, default 30).
+by the driver before each commit — stops it with an error. There are no fencing tokens: a write already in flight
+still lands, and a stall that ended between a heartbeat's read and its rewrite goes unnoticed (the rewrite brings the
+object back), so both drivers write until one ends; the reconciliation pass of either run then removes the duplicate
+rows (part files are named by their sample ids, resume.py). A driver killed on another host blocks the folder for
+`ttl` seconds (`ERNIE_VL_LOCK_TTL_S`, default 30).
 """
 
 from __future__ import annotations

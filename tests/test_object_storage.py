@@ -169,7 +169,7 @@ def test_lease_refuses_a_live_holder_and_takes_over_a_dead_one(s3):
     try:
         assert holder.stdout.readline().strip() == b"held"
         with pytest.raises(RuntimeError, match=f"another ernie-vl run is writing to {where}.*pid {holder.pid}"):
-            with RunLock(where, ttl_s=2):
+            with RunLock(where, ttl_s=20):  # watches up to 20 s; the holder beats every 0.5 s
                 pass
         assert len(Storage.at(where).files(".lock")) == 1  # the refused contender withdrew its object
     finally:
@@ -189,9 +189,9 @@ def test_lease_takes_over_a_stale_foreign_lock_and_a_lost_lease_stops_the_holder
     with RunLock(where, ttl_s=1.5) as lock:  # its beat never changes: stale after one ttl
         names = where.files(".lock")
         assert len(names) == 1 and "deadbeef" not in names[0]
-        where.delete(f".lock/{names[0]}")  # another driver judged this one stale and took over
         deadline = time.monotonic() + 10
         while lock.lost is None and time.monotonic() < deadline:
+            where.delete(f".lock/{names[0]}")  # another driver judged this one stale and took over
             time.sleep(0.1)
         with pytest.raises(RuntimeError, match="lost the lock"):
             lock.check()
@@ -229,6 +229,10 @@ def test_remote_data_is_staged_once_per_node_and_refreshed_when_it_changes(s3, t
     data_cache._fresh.clear()
     assert data_cache.local_copy(f"s3://{BUCKET}/data/staged/images/000001.png") == str(image)
     assert image.read_bytes() == b"\x89PNG\r\n\x1a\nchanged"
+    remote.delete("images/000002.png")  # deleted upstream: gone from the copy too (a reader must not find it)
+    data_cache._fresh.clear()
+    data_cache.stage(str(remote))
+    assert sorted(p.name for p in (local / "images").iterdir()) == ["000000.png", "000001.png"]
     assert not list(local.rglob(".tmp-*"))
     with pytest.raises(DatasetError, match=f"s3://{BUCKET}/data/nothing"):
         get_benchmark("demo").load(f"s3://{BUCKET}/data/nothing")
