@@ -76,6 +76,11 @@ def row_score(row: dict) -> float:
     return float(score)
 
 
+def is_right(row: dict) -> bool:
+    """A full score (an error row is wrong): a "correct" sample in the sample browser, a flip in a comparison."""
+    return row_score(row) >= 1.0
+
+
 def metric_row(benchmark: str, flavor: str, metric: str, category: str | None, value: float | None, n: int) -> dict:
     """A metric row with every column of :data:`METRIC_COLUMNS` (the uncertainty columns null until
     :func:`evals.bootstrap.with_uncertainty` fills them)."""

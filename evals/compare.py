@@ -45,7 +45,7 @@ import math
 import numpy as np
 import pyarrow as pa
 
-from evals.aggregate import COUNT_METRICS, MeanTrace, SumTrace, decode_rows, row_score, trace_values
+from evals.aggregate import COUNT_METRICS, MeanTrace, SumTrace, decode_rows, is_right, row_score, trace_values
 from evals.bootstrap import (RESAMPLES, SEED, MeanParts, covered_rows, draw_sums, generic_resamples, mean_parts,
                              member_key, metric_key, percentile_interval, ratio, resample_rows, rng_for, sum_value,
                              unit_rows)
@@ -128,11 +128,6 @@ def permutation_p(observed: float, permuted: np.ndarray) -> float | None:
         return None
     extreme = int(np.count_nonzero(np.abs(finite) >= abs(observed) - 1e-9 * max(1.0, abs(observed))))
     return (1 + extreme) / (1 + finite.size)
-
-
-def is_right(row: dict) -> bool:
-    """A full score (an error row is wrong): the sample browser's "correct"."""
-    return row_score(row) >= 1.0
 
 
 def compare_runs(runs: dict[str, list[dict]], *, seed: int = SEED) -> tuple[list[dict], list[dict]]:

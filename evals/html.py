@@ -19,13 +19,13 @@ from pathlib import Path
 
 import jinja2
 
+from evals.aggregate import COUNT_METRICS
 from evals.sample_browser import MEDIA_DIR, MediaHook, compare_records, report_records, row_key, write_browser_data
 from evals.svg import Bar, bar_chart, diff_chart
 
 REPORT_HTML = "report.html"
 COMPARE_HTML = "compare.html"
 SUMMARY_HEADERS = ["benchmark", "flavor", "metric", "value", "n", "errors", "unparsed"]
-COUNT_METRICS = ("errors", "unparsed", "unjudged", "answered", "circular_groups")
 _SETTINGS = ("model", "flavor", "dtype", "max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "seed",
              "thinking", "max_answer_tokens", "replicas", "expert_shards", "batch_size", "batch_tokens",
              "max_prompt_tokens", "reuse")

@@ -17,8 +17,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from evals.aggregate import has_error
-from evals.html import COUNT_METRICS, REPORT_HTML, render_report
+from evals.aggregate import COUNT_METRICS, has_error
+from evals.html import REPORT_HTML, render_report
 from evals.registry import list_benchmarks, get_benchmark
 from evals.scoring import METRICS_FILE, read_predictions, rescore
 from evals.storage import Storage

@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import Callable, Iterable
 
-from evals.aggregate import has_error
+from evals.aggregate import has_error, is_right
 from evals.sample import decode_record
 
 CHUNK_ROWS = 100
@@ -55,7 +55,7 @@ def row_status(row: dict) -> str:
     score = row.get("score")
     if score is None or (isinstance(score, float) and math.isnan(score)):
         return "unscored"
-    if score >= 1:
+    if is_right(row):
         return "correct"
     return "partial" if score > 0 else "wrong"
 
