@@ -103,10 +103,22 @@ def skill_rows(n, seed=6, p=None):
                 meta={"skills": ["logic"] if i % 3 else ["logic", "algebra"]}) for i in range(n)]
 
 
+class HandMeanSkills(type(get_benchmark("mathvista"))):
+    """MathVista whose per-skill accuracy is computed by hand (metric_row, not mean_row): only the generic path —
+    aggregate called on resampled rows — can give it an interval."""
+
+    def aggregate(self, rows, flavor="official"):
+        out = [r for r in super().aggregate(rows, flavor) if r["metric"] != "accuracy_by_skill"]
+        rows = [self.record(r) for r in rows]
+        members = [r for r in rows if "algebra" in r["meta"]["skills"]]
+        return out + [metric_row(self.name, flavor, "accuracy_by_skill", "algebra",
+                                 100.0 * sum(r["score"] for r in members) / len(members), len(members))]
+
+
 def test_generic_path_resamples_through_aggregate():
     """Resampled by calling aggregate on resampled rows: the spread is about s / sqrt(n) of the rows with the skill."""
     rows = skill_rows(600)
-    metrics = with_uncertainty(get_benchmark("mathvista"), rows, "official")
+    metrics = with_uncertainty(HandMeanSkills(), rows, "official")
     m = find(metrics, "accuracy_by_skill", "algebra")
     scores = np.array([r["score"] for r in rows if int(r["sample_id"]) % 3 == 0])
     assert m["stderr_method"] == "bootstrap" and m["resamples"] == generic_resamples(len(rows)) == 333
@@ -114,6 +126,8 @@ def test_generic_path_resamples_through_aggregate():
     assert m["ci_low"] < m["value"] < m["ci_high"] and m["n"] == 200
     assert find(metrics, "accuracy")["stderr_method"] == "analytic"  # the same run's plain mean: the mean path
     assert generic_resamples(150) == 1000 and generic_resamples(10_000) == 100  # 200,000 rows aggregated in all
+    shipped = find(with_uncertainty(get_benchmark("mathvista"), rows, "official"), "accuracy_by_skill", "algebra")
+    assert shipped["stderr_method"] == "analytic" and shipped["value"] == m["value"]  # mean_row: the fast path
 
 
 def test_a_unit_drawn_twice_counts_as_two_units():

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evals.aggregate import count_rows, decode_rows, mean_rows, meta_field, metric_row, row_score
+from evals.aggregate import count_rows, decode_rows, mean_row, mean_rows, meta_field
 from evals.benchmarks.base import Benchmark, load_media
 from evals.extract.mathvista import (MULTI_CHOICE, judge_prompt, judged_score, needs_judge, rule_score,
                                      vlmevalkit_judge_prompt)
@@ -165,8 +165,7 @@ class MathVista(Benchmark):
         skills = sorted({s for r in rows for s in r["meta"].get("skills") or []})
         for skill in skills:
             members = [r for r in rows if skill in (r["meta"].get("skills") or [])]
-            out.append(metric_row(self.name, flavor, "accuracy_by_skill", skill,
-                                  100.0 * sum(map(row_score, members)) / len(members), len(members)))
+            out.append(mean_row(self.name, flavor, "accuracy_by_skill", skill, members))
         return out + count_rows(self.name, flavor, rows)
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evals.aggregate import count_rows, decode_rows, has_error, mean_scored_rows, metric_row, row_score
+from evals.aggregate import count_rows, decode_rows, has_error, mean_row, mean_scored_rows
 from evals.benchmarks.base import Benchmark, Layout, load_media
 from evals.errors import DatasetError
 from evals.flavors import LMMS_EVAL, OFFICIAL, check_flavor
@@ -138,8 +138,7 @@ class MMVet(Benchmark):
         for cap in CAPABILITIES:
             members = [r for r in scored if cap in (r["meta"].get("capabilities") or [])]
             if members:
-                out.append(metric_row(self.name, flavor, "judge_score_by_capability", cap,
-                                      100.0 * sum(map(row_score, members)) / len(members), len(members)))
+                out.append(mean_row(self.name, flavor, "judge_score_by_capability", cap, members))
         return out + count_rows(self.name, flavor, rows)
 
 
