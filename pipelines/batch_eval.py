@@ -71,6 +71,9 @@ def ensure_ray(num_cpus: int | None = None) -> bool:
     """Connect to Ray: the running session, the cluster named by RAY_ADDRESS, or a new local one.
 
     Returns True when this call started Ray (the caller then shuts it down)."""
+    from ernie_vl.worker_env import default_ray_auth, worker_env
+
+    default_ray_auth()  # a local instance's authentication mode, before Ray is imported (it reads it then)
     import ray
 
     if ray.is_initialized():
@@ -78,10 +81,10 @@ def ensure_ray(num_cpus: int | None = None) -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address="auto", log_to_driver=True)
         return True
-    # a local cluster: make this checkout importable in the workers even without `pip install -e`
-    from ernie_vl.worker_env import worker_env
-
-    ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": worker_env()}, log_to_driver=True)
+    # a local instance, never a cluster found through /tmp/ray/ray_current_cluster (joining one takes RAY_ADDRESS);
+    # its workers import this checkout even without `pip install -e`
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": worker_env()},
+             log_to_driver=True)
     return True
 
 
@@ -103,6 +106,9 @@ class RayConnection:
 
     @classmethod
     def open(cls, num_cpus: int | None) -> "RayConnection":
+        from ernie_vl.worker_env import default_ray_auth
+
+        default_ray_auth()  # before Ray is imported, in case this run starts the local instance
         import ray
 
         lazy = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
@@ -146,6 +152,20 @@ def _configure_ray_data(verbose: bool) -> None:
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": ours
 
 
+def actor_restarts(max_restarts: int) -> dict:
+    """The fault tolerance of every actor pool of the plan (`map_batches` remote args): an actor that dies (its process
+    killed, its node lost) is restarted by Ray, on any node with room, at most `max_restarts` times, and the call it was
+    running is retried on it for as long as it can come back (`max_task_retries=-1`, Ray Data's own default).
+
+    NOTE: the task retries must be unbounded. Until a lost node is declared dead (Ray's health checks: ~15 s by
+    default) every retry of a call on one of its actors fails at once with ActorUnavailableError; a bounded count was
+    used up in that window and the job stopped with that error while Ray was about to restart the actor elsewhere.
+    The bound that matters is on restarts: a sample that kills its actor every time ends the job after `max_restarts`
+    restarts (ActorDiedError) instead of looping. An actor that cannot be placed anywhere is left to Ray Data's
+    no-progress timeout (`cluster_failure`)."""
+    return {"max_restarts": max_restarts, "max_task_retries": -1}
+
+
 def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: Path, fingerprints: dict[str, str],
                   dtype: str):
     """The Ray Data plan: input blocks → preprocess → replicas → score."""
@@ -155,12 +175,13 @@ def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: P
 
     from evals.registry import get_benchmark
 
-    from .replica import ReplicaStage, replica_ray_args
+    from .replica import ReplicaStage
     from .stages import PreprocessStage, ScoreStage
 
     # NOTE: max_restarts / max_task_retries have no named map_batches parameter in Ray 2.60 and go through the
-    # deprecated **ray_remote_args (Ray's own docs still show map_batches(..., max_restarts=0)); bounded retries
+    # deprecated **ray_remote_args (Ray's own docs still show map_batches(..., max_restarts=0)); bounded restarts
     # matter here (a sample that kills its actor every time must not loop forever), so we keep them and silence it.
+    restarts = actor_restarts(cfg.max_replica_restarts)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
         ds = ray.data.from_arrow_refs(refs)
@@ -174,8 +195,7 @@ def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: P
             batch_size=cfg.batch_size * cfg.pack_batches,
             batch_format="pyarrow",
             zero_copy_batch=True,
-            max_restarts=2,
-            max_task_retries=2,
+            **restarts,
             **plan.preprocess.map_batches_kwargs(),
         )
         ds = ds.map_batches(
@@ -187,7 +207,7 @@ def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: P
                                        max_answer_tokens=cfg.max_answer_tokens),
             batch_size=1,  # one pack (a work-sized model batch) per call
             batch_format="pyarrow",
-            **replica_ray_args(cfg.max_replica_restarts),
+            **restarts,
             **plan.replica.map_batches_kwargs(),
         )
         ds = ds.map_batches(
@@ -196,8 +216,7 @@ def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: P
                                        model_name=model_path.name),
             batch_size=None,
             batch_format="pyarrow",
-            max_restarts=2,
-            max_task_retries=2,
+            **restarts,
             **plan.score.map_batches_kwargs(),
         )
     return ds

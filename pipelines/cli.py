@@ -92,6 +92,13 @@ def cmd_eval(a) -> int:
         print(f"\nernie-vl eval: interrupted; rows written so far are kept — rerun the same command to resume "
               f"({cfg.out})", file=sys.stderr)
         return 130
+    except Exception as e:  # what the Ray cluster could not carry the run through: one line, no traceback
+        from .cluster_failure import describe, is_cluster_failure
+
+        if not is_cluster_failure(e):
+            raise
+        print(f"ernie-vl eval: error: {describe(e)} ({cfg.out})", file=sys.stderr)
+        return 1
     finally:
         import ray
 

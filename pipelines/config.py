@@ -21,6 +21,8 @@ from pathlib import Path
 from evals.judge_client import JudgeSettings
 from evals.storage import is_uri, location
 
+from .cluster_failure import ClusterError
+
 FLAVORS = ("official", "lmms-eval", "vlmevalkit")
 
 
@@ -79,7 +81,7 @@ class EvalConfig:
     judge: JudgeSettings | None = None
     # behaviour
     progress: bool = True
-    max_replica_restarts: int = 4
+    max_replica_restarts: int = 4  # restarts of each pipeline actor (lost process or node); batch_eval.actor_restarts
 
     def __post_init__(self) -> None:
         if not self.benchmarks:
@@ -192,7 +194,7 @@ def plan_resources(cfg: EvalConfig, cluster: dict) -> ResourcePlan:
     cpus = float(cluster.get("CPU", 0.0))
     gpus = float(cluster.get("GPU", 0.0))
     if cpus <= 0:
-        raise RuntimeError(f"the Ray cluster reports no CPUs ({cluster}); preprocessing needs at least one")
+        raise ClusterError(f"the Ray cluster reports no CPUs ({cluster}); preprocessing needs at least one")
     notes: list[str] = []
     want_gpus = cfg.num_gpus_per_replica
     if want_gpus is None:
@@ -200,7 +202,7 @@ def plan_resources(cfg: EvalConfig, cluster: dict) -> ResourcePlan:
     per_replica_gpus = want_gpus * cfg.expert_shards
     if per_replica_gpus > 0:
         if per_replica_gpus * cfg.replicas > gpus + 1e-9:
-            raise RuntimeError(
+            raise ClusterError(
                 f"{cfg.replicas} replica(s) × {per_replica_gpus:g} GPU(s) need {per_replica_gpus * cfg.replicas:g} "
                 f"GPUs but the cluster has {gpus:g}; lower --replicas"
             )
@@ -215,7 +217,7 @@ def plan_resources(cfg: EvalConfig, cluster: dict) -> ResourcePlan:
         pre_cpus = 0.5
         replica_cpus = min(1.0, (cpus - score_cpus - pre_cpus) / cfg.replicas)
         if replica_cpus < 0.05:
-            raise RuntimeError(
+            raise ClusterError(
                 f"{cfg.replicas} CPU replica(s) do not fit on {cpus:g} CPUs next to preprocessing; lower --replicas"
             )
         left = cpus - score_cpus - cfg.replicas * replica_cpus

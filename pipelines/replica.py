@@ -10,8 +10,9 @@ Failure handling:
 * a broken CUDA context (illegal memory access, device-side assert) cannot be recovered in-process: the actor
   exits with `os._exit(1)` so Ray restarts it (`max_restarts`) and re-runs the pack on the fresh actor
   (`max_task_retries`), as Ray Data LLM does since ray-project/ray#60145; a plain re-raise would fail the job;
-* an actor killed from outside (OOM killer, `ray.kill(..., no_restart=False)`, node loss) is restarted by Ray and
-  its in-flight pack re-executed; the driver dedupes by part-file name, so nothing is written twice.
+* an actor killed from outside (OOM killer, `ray.kill(..., no_restart=False)`, a lost node) is restarted by Ray,
+  on another node if its own is gone, and its in-flight pack re-executed; the driver writes each sample once
+  (`batch_eval.commit_block`), so nothing is written twice. The restart bound is `batch_eval.actor_restarts`.
 
 `build_replica` is the one factory for the model side; expert-parallel gangs (`expert_shards > 1`) plug in there.
 """
@@ -191,9 +192,3 @@ def answer_cap(model_path: str, max_answer_tokens: int | None) -> dict:
         raise NotImplementedError(f"--max-answer-tokens counts tokens after a one-token {THINK_END!r}; the tokenizer "
                                   f"of {model_path} encodes it as {ids}")
     return {"max_answer_tokens": max_answer_tokens, "think_end_token_id": ids[0]}
-
-
-def replica_ray_args(max_restarts: int) -> dict:
-    """Actor options of the replica pool: restart a dead replica and re-run its in-flight pack, a bounded number
-    of times (a sample that kills the process every time must not loop forever)."""
-    return {"max_restarts": max_restarts, "max_task_retries": max_restarts}
