@@ -244,3 +244,32 @@ def test_input_rows_are_grouped_by_their_first_medium():
             {"sample_id": "4", "media": []},
             {"sample_id": "3001", "media": [{"kind": "video", "data": None, "path": "/v/a.mp4"}]}]
     assert [r["sample_id"] for r in by_media(rows)] == ["1", "1001", "2", "3", "3001", "4"]
+
+
+def test_a_block_delivered_again_or_overlapping_writes_no_sample_twice(tmp_path):
+    """What a retried task can hand the driver after a lost actor or node (`commit_block`, no Ray): the same output
+    block again, or a block overlapping one already committed. Each sample is written once, the first row kept."""
+    import time
+
+    from pipelines.batch_eval import Todo, commit_block, plan_run
+    from pipelines.resume import sample_key
+
+    cfg = EvalConfig(benchmarks=[BenchmarkSpec("demo", limit=4)], out=str(tmp_path / "out"), progress=False)
+    run = plan_run(cfg, 1, "2024-01-01T00:00:00+00:00", time.monotonic())
+    fp = run.fingerprints["demo"]
+    (tmp_path / "out" / "predictions").mkdir(parents=True)
+    keys = {sample_key("test", str(i)) for i in range(4)}
+    todo = Todo(old_manifest={}, notes=[], progress={"demo": BenchmarkProgress("demo")}, pending={"demo": set(keys)},
+                refs=[])
+
+    def block(ids, prediction):
+        return predictions_table([dict(r, prediction=prediction) for r in rows(ids, fp=fp)])
+
+    assert commit_block(block([0, 1], "first"), run, todo) == 2
+    assert commit_block(block([0, 1], "again"), run, todo) == 0  # the same block once more: nothing written
+    assert commit_block(block([1, 2, 3], "later"), run, todo) == 2  # overlapping: only samples 2 and 3
+    assert todo.pending == {"demo": set()} and todo.progress["demo"].written == 4
+    df = pd.read_parquet(tmp_path / "out" / "predictions")
+    assert sorted(df["sample_id"], key=int) == ["0", "1", "2", "3"]
+    assert dict(zip(df["sample_id"], df["prediction"])) == {"0": "first", "1": "first", "2": "later", "3": "later"}
+    assert len(list_parts(run.pred, "demo", fp)) == 2
