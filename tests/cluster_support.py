@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import tempfile
@@ -142,6 +143,7 @@ def local_cluster(worker_cpus: float = 2):
         yield lc
     finally:
         cluster.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)  # the nodes' sessions and logs
         if old_tmp is None:
             os.environ.pop("RAY_TMPDIR", None)
         else:
