@@ -36,6 +36,8 @@ from evals.judge import Judge
 from evals.storage import Storage
 from evals.scoring import compute_metrics, score_saved, scoring_record, write_metrics
 
+from replicas.session import ensure_ray
+
 from .config import EvalConfig, ResourcePlan, plan_resources
 from .fingerprint import benchmark_fingerprint_parts, common_parts, diff_parts, fingerprint_of
 from .manifest import archive_entry, end_manifest, load_manifest, start_manifest, utc_now, write_manifest
@@ -65,27 +67,6 @@ class RunResult:
 
 
 # ------------------------------------------------------------------------------------------------ Ray
-
-
-def ensure_ray(num_cpus: int | None = None) -> bool:
-    """Connect to Ray: the running session, the cluster named by RAY_ADDRESS, or a new local one.
-
-    Returns True when this call started Ray (the caller then shuts it down)."""
-    from ernie_vl.worker_env import default_ray_auth, worker_env
-
-    default_ray_auth()  # a local instance's authentication mode, before Ray is imported (it reads it then)
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address="auto", log_to_driver=True)
-        return True
-    # a local instance, never a cluster found through /tmp/ray/ray_current_cluster (joining one takes RAY_ADDRESS);
-    # its workers import this checkout even without `pip install -e`
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": worker_env()},
-             log_to_driver=True)
-    return True
 
 
 def local_resources(num_cpus: int | None) -> dict:

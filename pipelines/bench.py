@@ -224,7 +224,7 @@ def run(a: argparse.Namespace) -> int:
                   max_new_tokens=a.max_new_tokens)
         import ray
 
-        from .batch_eval import ensure_ray
+        from replicas.session import ensure_ray
 
         t = time.perf_counter()
         started = ensure_ray(a.num_cpus)

@@ -121,12 +121,9 @@ KILL_WAIT_S = 2.0  # for processes sent SIGTERM to exit before they get SIGKILL
 
 def init_ray(num_cpus: int | None = None) -> None:
     """Start Ray: a local instance unless RAY_ADDRESS names a cluster (workers see this checkout's environment)."""
-    import ray
+    from replicas.session import ensure_ray
 
-    from ernie_vl.worker_env import worker_env
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": worker_env()})
+    ensure_ray(num_cpus)
 
 
 def start(settings: ServeSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, num_cpus: int | None = None):

@@ -19,6 +19,8 @@ import ray  # noqa: F401 - part of the test extra: a missing one must fail, not 
 from ernie_vl_cli import main as ernie_vl
 from evals.compare import mcnemar_exact
 
+pytestmark = pytest.mark.ray
+
 try:
     from scripted_model import make_scripted
 except ImportError:  # tests/ imported as a package

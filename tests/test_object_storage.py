@@ -118,6 +118,7 @@ def _exercise(store: Storage) -> dict:
     return seen
 
 
+@pytest.mark.subprocess
 def test_storage_gives_the_same_results_on_a_local_folder_and_on_s3(s3, tmp_path):
     local = _exercise(Storage.at(tmp_path / "run"))
     remote_store = Storage.at(f"s3://{BUCKET}/storage-ops/")
@@ -133,6 +134,7 @@ def test_storage_gives_the_same_results_on_a_local_folder_and_on_s3(s3, tmp_path
         remote_store.path("../escape")
 
 
+@pytest.mark.subprocess
 def test_exactly_once_building_blocks_on_s3(s3):
     out = Storage.at(f"s3://{BUCKET}/blocks")
     pred = out.child("predictions")
@@ -182,6 +184,7 @@ def test_lease_refuses_a_live_holder_and_takes_over_a_dead_one(s3):
     assert Storage.at(where).files(".lock") == []  # released
 
 
+@pytest.mark.subprocess
 def test_lease_takes_over_a_stale_foreign_lock_and_a_lost_lease_stops_the_holder(s3):
     where = Storage.at(f"s3://{BUCKET}/stale")
     foreign = {"host": "another-node", "pid": 1, "beat": 7, "started_at": "2024-01-01T00:00:00+00:00"}
@@ -206,6 +209,7 @@ def test_local_folder_keeps_the_kernel_lock(tmp_path):
 # ------------------------------------------------------------------------------------------------ inputs
 
 
+@pytest.mark.subprocess
 def test_remote_data_is_staged_once_per_node_and_refreshed_when_it_changes(s3, tmp_path, monkeypatch):
     monkeypatch.setenv("ERNIE_VL_DATA_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(data_cache, "_fresh", set())

@@ -21,6 +21,8 @@ import ray  # noqa: E402,F401 - part of the test extra: a missing one must fail,
 from pipelines.bench import write_video  # noqa: E402
 from pipelines.cli import main  # noqa: E402
 
+pytestmark = pytest.mark.ray
+
 try:
     from evals_fixtures import formats as F
     from scripted_model import make_scripted
