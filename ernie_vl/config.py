@@ -338,11 +338,16 @@ def _tiny(**text_overrides: Any) -> ModelConfig:
         moe_k=2,
         moe_num_experts=8,
         moe_num_shared_experts=1,
-        max_position_embeddings=4096,
+        max_position_embeddings=32768,  # room for real benchmark media (a 32-frame 640x360 clip is ~5k tokens)
     )
     text.update(text_overrides)
     vision = VisionConfig(depth=2, hidden_size=32, num_heads=2, intermediate_size=64)
     return ModelConfig(text=TextConfig(**text), vision=vision)
+
+
+def _demo() -> ModelConfig:
+    """The embedded demo checkpoint's shape (`ernie_vl.demo_model`): the tiny structure, trained."""
+    return _tiny()
 
 
 def _small() -> ModelConfig:
@@ -366,6 +371,7 @@ def _small() -> ModelConfig:
 
 NAMED_CONFIGS = {
     "tiny": _tiny,
+    "demo": _demo,
     "small": _small,
     "28b-a3b": ModelConfig,  # baidu/ERNIE-4.5-VL-28B-A3B-PT (defaults = transformers' defaults)
 }

@@ -64,9 +64,12 @@ def _dump(obj: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def write_processor_files(dst: str | Path, font: str | Path | None = None) -> None:
+def write_processor_files(dst: str | Path, font: str | Path | None = None,
+                          video_overrides: Mapping[str, Any] | None = None) -> None:
     """Write the processor files of a checkpoint folder so that both ``Processor.from_pretrained`` and
     ``transformers.AutoProcessor.from_pretrained`` (5.23.0, ``Ernie4_5_VLMoeProcessor``) load it.
+    ``video_overrides``: keys of the video processor config that differ from the model's defaults (the demo
+    checkpoint's ``size``).
 
     Files: ``processor_config.json`` (nested image/video processor configs, the v5 layout), the legacy
     ``preprocessor_config.json`` / ``video_preprocessor_config.json`` (same values), ``chat_template.jinja`` (the
@@ -75,16 +78,17 @@ def write_processor_files(dst: str | Path, font: str | Path | None = None) -> No
     """
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
+    video = {**VIDEO_PROCESSOR_CONFIG, **dict(video_overrides or {})}
     _dump(
         {
             "image_processor": IMAGE_PROCESSOR_CONFIG,
             "processor_class": "Ernie4_5_VLMoeProcessor",
-            "video_processor": VIDEO_PROCESSOR_CONFIG,
+            "video_processor": video,
         },
         dst / "processor_config.json",
     )
     _dump({**IMAGE_PROCESSOR_CONFIG, "processor_class": "Ernie4_5_VLMoeProcessor"}, dst / "preprocessor_config.json")
-    _dump({**VIDEO_PROCESSOR_CONFIG, "processor_class": "Ernie4_5_VLMoeProcessor"}, dst / "video_preprocessor_config.json")
+    _dump({**video, "processor_class": "Ernie4_5_VLMoeProcessor"}, dst / "video_preprocessor_config.json")
     (dst / "chat_template.jinja").write_text(DEFAULT_CHAT_TEMPLATE, encoding="utf-8")
     src_font = Path(font) if font is not None else PACKAGED_FONT
     if not src_font.is_file():

@@ -30,12 +30,12 @@ def _cmd_convert(a) -> int:
 def _cmd_generate(a) -> int:
     import torch
 
+    from ernie_vl.demo_model import demo_model_path
     from ernie_vl.generation import GenerationSettings
     from ernie_vl.processor import Processor
-    from ernie_vl.tiny import default_model_path
     from ernie_vl.weights import load_model
 
-    path = Path(a.model) if a.model else default_model_path()
+    path = Path(a.model) if a.model else demo_model_path()
     model = load_model(path, dtype=a.dtype, device=a.device)
     proc = Processor.from_pretrained(path)
     content = [{"type": "image", "image": p} for p in a.image]
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_convert)
 
     s = sub.add_parser("generate", help="answer one prompt (with optional images/videos)")
-    s.add_argument("--model", help="checkpoint folder (default: the embedded tiny checkpoint)")
+    s.add_argument("--model", help="checkpoint folder (default: the embedded demo checkpoint)")
     s.add_argument("--prompt", required=True)
     s.add_argument("--image", action="append", default=[], help="image path (repeatable)")
     s.add_argument("--video", action="append", default=[], help="video path (repeatable)")

@@ -43,6 +43,13 @@ def _benchmark_specs(a) -> list:
     return specs
 
 
+def _demo_model() -> str:
+    """The command line's default checkpoint: the embedded demo model (built on first use)."""
+    from ernie_vl.demo_model import demo_model_path
+
+    return str(demo_model_path())
+
+
 def cmd_eval(a) -> int:
     from .batch_eval import run_eval
     from .config import EvalConfig
@@ -55,7 +62,7 @@ def cmd_eval(a) -> int:
     cfg = EvalConfig(
         benchmarks=_benchmark_specs(a),
         out=a.out,
-        model=a.model,
+        model=a.model or _demo_model(),
         flavor=a.flavor,
         max_new_tokens=a.max_new_tokens,
         do_sample=a.temperature > 0,
@@ -246,7 +253,8 @@ def add_eval_commands(subparsers) -> None:
     s.add_argument("--data", action="append", help="benchmark file/folder as published, local or a URI such as "
                                                    "s3://bucket/MMBench (one per benchmark, or NAME=PATH); "
                                                    "not needed for demo")
-    s.add_argument("--model", help="checkpoint folder (default: the embedded tiny checkpoint)")
+    s.add_argument("--model", help="checkpoint folder (default: the embedded demo checkpoint, trained on the demo "
+                                   "benchmark's task)")
     s.add_argument("--out", required=True, help="output folder (predictions/, metrics.parquet, manifest.json): a local "
                                                 "path or a URI, e.g. s3://bucket/run (also gs://, hdfs://)")
     s.add_argument("--limit", type=int, help="first N samples of each benchmark")

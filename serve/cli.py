@@ -1,6 +1,6 @@
 """`ernie-vl serve`: run the OpenAI-compatible server locally (Ray Serve on a local or existing Ray cluster).
 
-    ernie-vl serve                                   # embedded tiny checkpoint, http://127.0.0.1:8000
+    ernie-vl serve                                   # embedded demo checkpoint, http://127.0.0.1:8000
     ernie-vl serve --model /ckpt/ERNIE-4.5-VL-28B-A3B --replicas 2 --num-gpus 1
     ernie-vl serve --model /ckpt/ERNIE-4.5-VL-28B-A3B --expert-shards 2     # one replica over 2 GPUs
     ERNIE_VL_API_KEY=secret ernie-vl serve --require-api-key --media-root /data/images
@@ -17,6 +17,8 @@ import signal
 import sys
 import time
 
+from ernie_vl.demo_model import DEMO_MODEL_NAME, demo_model_path
+
 from .settings import DEFAULT_API_KEY_ENV, DEFAULT_HOST, DEFAULT_PORT, ServeSettings, hash_api_key
 
 
@@ -24,8 +26,9 @@ def add_serve_command(subparsers) -> argparse.ArgumentParser:
     """Register `serve` on an argparse subparsers object (called by `ernie_vl_cli`)."""
     s = subparsers.add_parser("serve", help="serve the model behind an OpenAI-compatible HTTP API (Ray Serve)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("--model", help="checkpoint folder (default: the embedded tiny checkpoint)")
-    s.add_argument("--served-model-name", help="model id clients use (default: the folder name, or ernie-vl-tiny)")
+    s.add_argument("--model", help="checkpoint folder (default: the embedded demo checkpoint, which answers questions "
+                                   "about coloured shapes)")
+    s.add_argument("--served-model-name", help=f"model id clients use (default: the folder name, or {DEMO_MODEL_NAME})")
     s.add_argument("--host", default=DEFAULT_HOST, help=f"interface to listen on (default {DEFAULT_HOST}; use "
                                                         "0.0.0.0 only behind a firewall and with an API key)")
     s.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"HTTP port (default {DEFAULT_PORT})")
@@ -85,8 +88,8 @@ def settings_from_args(a: argparse.Namespace) -> ServeSettings:
         except ImportError:
             num_gpus = 0.0
     return ServeSettings(
-        model=a.model,
-        served_model_name=a.served_model_name,
+        model=a.model or str(demo_model_path()),
+        served_model_name=a.served_model_name or (None if a.model else DEMO_MODEL_NAME),
         dtype=a.dtype,
         device=a.device,
         torch_threads=a.torch_threads,

@@ -317,14 +317,15 @@ def test_registry():
 def test_demo_end_to_end_perfect_and_wrong_predictions():
     bench = get_benchmark("demo")
     samples = list(bench.load())
-    assert len(samples) == 10 and all(s.error is None for s in samples)
+    assert len(samples) == 200 and all(s.error is None for s in samples)
     kinds = {m.kind for s in samples for m in s.media}
     assert kinds == {"image", "video"} and any(len(s.media) == 2 for s in samples)
+    assert {s.category for s in samples} == {"colour", "shape", "count", "position", "presence", "multi-image", "video"}
     perfect = [s.targets[0] if s.meta["type"] != "mcq" else s.targets[0] for s in samples]
     for flavor in ("official", "lmms-eval", "vlmevalkit"):
         out = bench.aggregate(scored("demo", samples, perfect, flavor), flavor)
         assert metric(out, "accuracy") == 100.0, flavor
-        wrong = bench.aggregate(scored("demo", samples, ["purple"] * 10, flavor), flavor)
+        wrong = bench.aggregate(scored("demo", samples, ["purple"] * len(samples), flavor), flavor)
         assert metric(wrong, "accuracy") == 0.0
     assert len(list(bench.load(limit=3))) == 3
 

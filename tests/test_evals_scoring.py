@@ -14,10 +14,10 @@ from evals.report import write_report
 from evals.sample import Media, Sample
 from evals.scoring import read_predictions, rescore
 
-DEMO_ANSWERS = {
-    "img-colour-square": "A", "img-colour-circle": "C. blue", "img-circle-yes": "Yes", "img-circle-no": "no",
-    "img-count-squares": "three", "img-shape": "A triangle.", "multi-which-circle": "B", "vid-direction": "A",
-    "vid-final-colour": "Yellow",
+DEMO_ANSWERS = {  # the first 10 packaged demo questions, answered right in the ways models write; count-001 fails
+    "colour-000": "C. blue", "colour_short-000": "Yellow", "count-000": "two", "position-000": "A",
+    "shape-000": "A triangle.", "presence-000": "No", "direction-000": "D", "colour-001": "D. yellow",
+    "colour_short-001": "blue",
 }
 
 
@@ -30,7 +30,7 @@ def write_run(out_dir, rows, name="part-00000.parquet"):
 
 def demo_rows():
     rows = []
-    for s in get_benchmark("demo").load():
+    for s in get_benchmark("demo").load(None, 10):
         row = s.to_record()
         failed = s.sample_id not in DEMO_ANSWERS
         row.update(prediction=None if failed else DEMO_ANSWERS[s.sample_id], extracted=None,

@@ -67,35 +67,44 @@ def assert_exactly_once(out, expected_ids):
 # ------------------------------------------------------------------------------------------------ demo
 
 
+# the first packaged demo questions: one image, two images (which-000) and video (direction-000, final_colour-000)
+DEMO_LIMIT = 14
+
+
+def demo_spec(limit: int = DEMO_LIMIT) -> BenchmarkSpec:
+    return BenchmarkSpec("demo", limit=limit)
+
+
 @pytest.fixture(scope="module")
 def demo_run(ray_session, tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "results"
     t0 = time.perf_counter()
-    res = evaluate(out, BenchmarkSpec("demo"))
+    res = evaluate(out, demo_spec())
     return out, res, time.perf_counter() - t0
 
 
 def test_demo_end_to_end(demo_run):
     out, res, _ = demo_run
     df = predictions(out)
-    assert len(df) == 10 and df["sample_id"].is_unique
+    assert len(df) == DEMO_LIMIT and df["sample_id"].is_unique
     assert list(df.columns) == PREDICTION_NAMES
     assert df["error"].isna().all(), df["error"].dropna().tolist()
     assert df["reasoning"].isna().all()  # no --thinking: the whole decoded text is the prediction
     assert (df["prediction"].str.len() > 0).all() and (df["generated_tokens"] > 0).all()
     assert (df["prompt_tokens"] > df["visual_tokens"]).all() and (df["visual_tokens"] > 0).all()
     assert df["fingerprint"].nunique() == 1 and df["score"].notna().all()
+    assert (df["media_items"] == 2).sum() == 1  # the two-image question
     video = df[df["category"] == "video"]
-    assert len(video) == 3 and all(len(f) == 4 for f in video["frame_indices"])
+    assert len(video) == 2 and all(len(f) == 4 for f in video["frame_indices"])
     assert all(len(t) == 4 for t in video["frame_timestamps"])
     assert df[df["category"] != "video"]["frame_indices"].isna().all()
     metrics = pd.read_parquet(out / "metrics.parquet")
     assert set(metrics.columns) == {"benchmark", "flavor", "metric", "category", "value", "n"}
     overall = metrics[(metrics.metric == "accuracy") & metrics.category.isna()]
-    assert len(overall) == 1 and overall["n"].iloc[0] == 10
+    assert len(overall) == 1 and overall["n"].iloc[0] == DEMO_LIMIT
     m = json.loads((out / "manifest.json").read_text())
     b = m["benchmarks"]["demo"]
-    assert (b["total"], b["done"], b["failed"], b["skipped"], b["missing"]) == (10, 10, 0, 0, 0)
+    assert (b["total"], b["done"], b["failed"], b["skipped"], b["missing"]) == (DEMO_LIMIT, DEMO_LIMIT, 0, 0, 0)
     assert b["fingerprint"] == df["fingerprint"].iloc[0] and b["status"] == "complete"
     assert {"checkpoint", "generation", "flavor", "packages", "benchmark_version"} <= set(b["fingerprint_parts"])
     assert b["progress"]["samples_per_s"] > 0 and m["last_run"]["status"] == "complete"
@@ -125,9 +134,9 @@ def test_pipeline_metrics_equal_ernie_vl_score(demo_run, tmp_path):
 def test_rerun_skips_everything(demo_run):
     out, _, _ = demo_run
     before = {p.name: p.stat().st_mtime_ns for p in (out / "predictions").iterdir()}
-    res = evaluate(out, BenchmarkSpec("demo"))
+    res = evaluate(out, demo_spec())
     b = res.manifest["benchmarks"]["demo"]
-    assert (b["written"], b["skipped"], b["rows"]) == (0, 10, 10)
+    assert (b["written"], b["skipped"], b["rows"]) == (0, DEMO_LIMIT, DEMO_LIMIT)
     assert {p.name: p.stat().st_mtime_ns for p in (out / "predictions").iterdir()} == before
 
 
@@ -150,7 +159,7 @@ def test_predictions_identical_to_the_engine_run_directly(demo_run):
         model = load_model(path)
         proc = Processor.from_pretrained(path)
         bench = get_benchmark("demo")
-        samples = list(bench.load(None))
+        samples = list(bench.load(None, DEMO_LIMIT))
         reqs = []
         for s in samples:
             kw = {}
@@ -178,14 +187,14 @@ def test_changed_fingerprint_is_a_new_run_and_the_old_one_comes_back(demo_run, t
     out = tmp_path / "results"
     shutil.copytree(src, out)
     old_fp = predictions(out)["fingerprint"].iloc[0]
-    res = evaluate(out, BenchmarkSpec("demo", limit=3), max_new_tokens=4)  # settings changed
+    res = evaluate(out, demo_spec(3), max_new_tokens=4)  # settings changed
     df = predictions(out)
     assert len(df) == 3 and df["fingerprint"].nunique() == 1 and df["fingerprint"].iloc[0] != old_fp
     assert (df["generated_tokens"] <= 4).all()
     archived = out / "runs" / f"demo-{old_fp[:12]}"
-    assert len(pd.read_parquet(archived / "predictions")) == 10 and (archived / "manifest.json").is_file()
+    assert len(pd.read_parquet(archived / "predictions")) == DEMO_LIMIT and (archived / "manifest.json").is_file()
     assert any("fingerprint changed" in n and "max_new_tokens" in n for n in res.notes)
-    res = evaluate(out, BenchmarkSpec("demo"))  # the original settings again: restored, nothing recomputed
+    res = evaluate(out, demo_spec())  # the original settings again: restored, nothing recomputed
     assert res.manifest["benchmarks"]["demo"]["written"] == 0
     assert predictions(out)["fingerprint"].unique().tolist() == [old_fp]
 
@@ -245,16 +254,15 @@ def test_published_formats_and_bad_samples(ray_session, tmp_path):
     assert err["demo/s000001"].startswith("media:")
     assert err["demo/s000002"].startswith("input:") and "not found" in err["demo/s000002"]
     assert err["demo/long"].startswith("prompt_too_long:")
-    ok = ["mmbench/1", "mmbench/1000001", "pope/1", "pope/2", "docvqa/7", "demo/s000000"]
+    ok = ["mmbench/1", "mmbench/1000001", "pope/1", "pope/2", "docvqa/7", "demo/s000000", "videomme/001-1"]
     assert not {k: err[k] for k in ok if err[k] is not None}
-    # Video-MME samples 32 frames: 5k+ visual tokens, beyond the tiny model's 4096 positions -> an error row that
-    # still records the frames the processor sampled
-    assert err["videomme/001-1"].startswith("prompt_too_long:")
+    # Video-MME samples 32 frames: 5k+ visual tokens, which the tiny model's 32,768 positions hold (its 4,096 did not)
     v = df[df.benchmark == "videomme"].iloc[0]
-    assert len(v["frame_indices"]) == 32 and v["visual_tokens"] > 4096
+    assert len(v["frame_indices"]) == 32 and 4096 < v["visual_tokens"] < v["prompt_tokens"] <= 6000
+    assert v["generated_tokens"] > 0
     metrics = pd.read_parquet(out / "metrics.parquet")
     assert set(metrics["benchmark"]) == {"mmbench", "pope", "docvqa", "videomme", "demo"}
-    assert res.manifest["benchmarks"]["videomme"]["errors"] == {"prompt_too_long": 1}
+    assert not res.manifest["benchmarks"]["videomme"].get("errors")
     b = res.manifest["benchmarks"]["demo"]
     assert b["failed"] == 3 and b["errors"] == {"media": 1, "input": 1, "prompt_too_long": 1}
     assert res.manifest["benchmarks"]["mmbench"]["errors"] == {"input": 1}
@@ -323,8 +331,10 @@ def test_replica_killed_mid_run_every_sample_exactly_once(ray_session, fault_dat
 @pytest.mark.subprocess
 def test_driver_kill_9_then_rerun_every_sample_exactly_once(ray_session, fault_data, tmp_path):
     out = tmp_path / "out"
+    from ernie_vl.tiny import default_model_path
+
     cmd = [sys.executable, "-m", "ernie_vl_cli", "eval", "--benchmark", "demo", "--data", str(fault_data),
-           "--out", str(out), "--batch-size", "4", "--quiet"]
+           "--out", str(out), "--batch-size", "4", "--quiet", "--model", str(default_model_path())]  # 32 tokens a row
     env = dict(os.environ, RAY_ADDRESS=ray_session, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -374,11 +384,11 @@ def test_expert_shards_2_writes_the_same_predictions(demo_run, tmp_path):
     """`--expert-shards 2`: each replica is a gang of 2 rank actors (gloo), yet the predictions equal K=1's."""
     out1, _, _ = demo_run
     out2 = tmp_path / "ep2"
-    evaluate(out2, BenchmarkSpec("demo"), expert_shards=2)
+    evaluate(out2, demo_spec(), expert_shards=2)
     cols = ["sample_id", "prediction", "extracted", "generated_tokens", "error"]
     a = predictions(out1)[cols].sort_values("sample_id").reset_index(drop=True)
     b = predictions(out2)[cols].sort_values("sample_id").reset_index(drop=True)
-    assert len(b) == 10 and b["error"].isna().all()
+    assert len(b) == DEMO_LIMIT and b["error"].isna().all()
     pd.testing.assert_frame_equal(a, b)
 
 

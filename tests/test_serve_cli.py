@@ -5,6 +5,7 @@ The commands are read from the README's serving section (port 8000 replaced by a
 are the tested ones.
 """
 
+import json
 import os
 import re
 import signal
@@ -51,6 +52,26 @@ def _start_server(tmp_path) -> tuple[subprocess.Popen, int, dict]:
     return proc, port, env
 
 
+def _ask_colour(port: int, rgb: tuple[int, int, int]) -> str:
+    """"What colour is the square?" about a 112x112 picture of a square of colour `rgb` on white."""
+    import base64
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (112, 112), "white")
+    ImageDraw.Draw(image).rectangle([62, 60, 97, 95], fill=rgb)
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    content = [{"type": "image_url", "image_url": {"url": url}},
+               {"type": "text", "text": "What colour is the square?"}]
+    r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60, json={
+        "model": "ernie-vl-demo", "max_tokens": 16, "temperature": 0, "messages": [{"role": "user", "content": content}]})
+    assert r.status_code == 200, r.text
+    return r.json()["choices"][0]["message"]["content"]
+
+
 def test_readme_serve_command_curl_and_openai_examples_work(tmp_path):
     assert "ernie-vl serve " in _blocks("bash")[0] or "ernie-vl serve\n" in _blocks("bash")[0]
     proc, port, env = _start_server(tmp_path)
@@ -60,6 +81,9 @@ def test_readme_serve_command_curl_and_openai_examples_work(tmp_path):
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and '"object":"chat.completion"' in out.stdout, out.stdout + out.stderr
         assert '"finish_reason"' in out.stdout and '"usage"' in out.stdout
+        # the default model is the demo checkpoint: it sees the README's red square, and a blue one as blue
+        assert json.loads(out.stdout)["choices"][0]["message"]["content"] == "The square is red."
+        assert _ask_colour(port, (40, 70, 220)) == "The square is blue."
 
         [example] = _blocks("python")
         out = subprocess.run([sys.executable, "-c", example.replace("127.0.0.1:8000", f"127.0.0.1:{port}")],

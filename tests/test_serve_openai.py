@@ -222,15 +222,15 @@ def test_penalties_change_the_answer_as_the_engine_does(server, engine_answer, p
 
 
 def test_max_tokens_up_to_the_context_and_the_same_error_beyond(server):
-    resp = client(server).chat.completions.create(model="scripted", messages=QUESTION, max_tokens=4000,
+    resp = client(server).chat.completions.create(model="scripted", messages=QUESTION, max_tokens=32000,
                                                   extra_body=THINK)
     assert resp.choices[0].message.content == "B" and resp.choices[0].finish_reason == "stop"
     r = httpx.post(server + "/v1/chat/completions", timeout=60,
-                   json={"messages": QUESTION, "max_tokens": 4096})  # the tiny context is 4096 tokens
+                   json={"messages": QUESTION, "max_tokens": 32768})  # the tiny context is 32768 tokens
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert set(err) == {"message", "type", "param", "code"} and err["code"] == "context_length_exceeded"
-    assert "context of 4096 tokens" in err["message"] and err["param"] == "max_tokens"
+    assert "context of 32768 tokens" in err["message"] and err["param"] == "max_tokens"
 
 
 def _png_header_only(width: int, height: int) -> bytes:

@@ -113,6 +113,10 @@ def test_serve_command_is_registered_and_bad_expert_shards_fail_cleanly(capsys):
     s = settings_from_args(args)
     assert (s.expert_shards, s.expert_placement, s.shard_num_cpus, s.num_gpus) == (2, "modality-aware", 0.5, 1.0)
     assert s.reuse and not settings_from_args(build_parser().parse_args(["serve", "--no-reuse"])).reuse
+    from ernie_vl.demo_model import demo_model_path
+
+    plain = settings_from_args(build_parser().parse_args(["serve"]))  # no --model: the demo checkpoint
+    assert (plain.model_name(), plain.model_path()) == ("ernie-vl-demo", demo_model_path())
 
 
 def test_gang_steps_give_sampling_jobs_their_own_lane_and_balance_greedy_ones():
