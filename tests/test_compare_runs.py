@@ -52,9 +52,12 @@ def runs(ray_session, tmp_path_factory):
     assert ernie_vl(["make-tiny", str(root / "seed1"), "--seed", "1"]) == 0
     says_b = make_scripted(root / "says-b", "B", start="\n")  # a prompt's last token is "\n" (after "</think>\n\n")
     out = {}
-    for name, model in (("random", None), ("seed1", root / "seed1"), ("says-b", says_b)):
+    from ernie_vl.tiny import default_model_path
+
+    # the embedded random checkpoint named explicitly: without --model the command line uses the demo checkpoint
+    for name, model in (("random", default_model_path()), ("seed1", root / "seed1"), ("says-b", says_b)):
         out[name] = root / name
-        flags = ["--model", str(model)] if model else []
+        flags = ["--model", str(model)]
         assert ernie_vl(["eval", "--benchmark", "demo", "--limit", str(LIMIT), "--max-new-tokens", "4", "--quiet",
                          "--out", str(out[name]), *flags]) == 0
     return out
