@@ -151,8 +151,10 @@ def test_node_lost_with_no_room_anywhere_is_one_line_then_a_rerun_finishes(clust
     env = dict(os.environ, RAY_ADDRESS=cluster.address, PYTHONPATH=str(ROOT),
                RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S="20")  # Ray Data's wait for progress (default 30 min)
     # --batch-size 1: packs of 4 samples (pack_batches=4), one at a time on the replica, so most are still to do
+    from ernie_vl.tiny import default_model_path
+
     cmd = [sys.executable, "-m", "ernie_vl_cli", "eval", "--benchmark", "demo", "--data", str(data), "--out",
-           str(out), "--batch-size", "1", "--quiet"]
+           str(out), "--batch-size", "1", "--quiet", "--model", str(default_model_path())]  # the tiny one (32 tokens)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: parts(out) or proc.poll() is not None, 240, 0.02, "the first part file")

@@ -286,8 +286,11 @@ def s3_run(ray_s3, tmp_path_factory):
     data = write_synthetic_benchmark(tmp / "syn", N, image_size=40, video_every=8)
     Storage.at(f"s3://{BUCKET}/data/syn").upload(data)
     out = f"s3://{BUCKET}/runs/a"
+    from ernie_vl.tiny import default_model_path
+
     cmd = [sys.executable, "-m", "ernie_vl_cli", "eval", "--benchmark", "demo", "--data", f"s3://{BUCKET}/data/syn",
-           "--out", out, "--batch-size", "2", "--quiet"]
+           "--out", out, "--batch-size", "2", "--quiet",
+           "--model", str(default_model_path())]  # the random tiny: 32 tokens a row, a run long enough to kill
     env = dict(os.environ, RAY_ADDRESS=gcs, PYTHONPATH=str(ROOT), ERNIE_VL_DATA_CACHE=str(tmp / "driver-cache"))
     pred = Storage.at(out).child("predictions")
     t0 = time.monotonic()
