@@ -99,7 +99,9 @@ def test_demo_end_to_end(demo_run):
     assert all(len(t) == 4 for t in video["frame_timestamps"])
     assert df[df["category"] != "video"]["frame_indices"].isna().all()
     metrics = pd.read_parquet(out / "metrics.parquet")
-    assert set(metrics.columns) == {"benchmark", "flavor", "metric", "category", "value", "n"}
+    from evals.aggregate import METRIC_NAMES
+
+    assert list(metrics.columns) == METRIC_NAMES and {"stderr", "ci_low", "ci_high", "resamples"} <= set(METRIC_NAMES)
     overall = metrics[(metrics.metric == "accuracy") & metrics.category.isna()]
     assert len(overall) == 1 and overall["n"].iloc[0] == DEMO_LIMIT
     m = json.loads((out / "manifest.json").read_text())
