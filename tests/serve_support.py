@@ -1,7 +1,10 @@
 """Shared by the server tests: a free port, and a Ray + Serve session for one test module."""
 
 import contextlib
+import os
+import signal
 import socket
+import subprocess
 
 
 def free_port() -> int:
@@ -30,3 +33,15 @@ def ray_serve():
         serve.shutdown()
         if started_ray:
             ray.shutdown()
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """Stop an `ernie-vl serve` subprocess started in its own session as a user would (Ctrl-C); its whole process
+    group is killed if it has not exited within a minute."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)

@@ -10,7 +10,6 @@ nothing and gives the same scores.
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from evals_fixtures.datasets import build_all
-from serve_support import free_port
+from serve_support import free_port, stop_server
 
 from evals.judge_cache import CACHE_DIR
 from evals.registry import get_benchmark
@@ -36,16 +35,6 @@ def _get(url: str) -> dict:
 
 def predictions(out: Path) -> list[dict]:
     return sorted(pq.read_table(out / "predictions").to_pylist(), key=lambda r: r["sample_id"])
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def test_mathvista_judged_by_ernie_vl_serve_then_rescored_from_the_cache(tmp_path):
@@ -75,7 +64,7 @@ def test_mathvista_judged_by_ernie_vl_serve_then_rescored_from_the_cache(tmp_pat
              model], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     finally:
-        _stop(server)
+        stop_server(server)
         log.close()
     assert server.returncode == 0, (tmp_path / "serve.log").read_text()[-3000:]
 

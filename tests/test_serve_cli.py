@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from serve_support import free_port
+from serve_support import free_port, stop_server
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.subprocess]
 
@@ -91,13 +91,7 @@ def test_readme_serve_command_curl_and_openai_examples_work(tmp_path):
         assert out.returncode == 0, out.stderr
         assert "completion_tokens=" in out.stdout  # the printed usage object
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        stop_server(proc)
     assert proc.returncode == 0, (tmp_path / "serve.log").read_text()[-3000:]
     assert "shutting down" in (tmp_path / "serve.log").read_text()
 
