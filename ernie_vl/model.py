@@ -92,11 +92,13 @@ class ErnieVLForConditionalGeneration(nn.Module):
         logits_to_keep: int = 1,
         image_features: torch.Tensor | None = None,
         video_features: torch.Tensor | None = None,
+        prefix_mask: torch.Tensor | None = None,
     ) -> CausalLMOutput:
         """Run a left-padded prompt batch; logits of the last `logits_to_keep` positions (0: all).
         `image_features` / `video_features`: encoded beforehand (else encoded here). A `cache` that already holds
-        `cache.length` tokens in every row (a shared prompt prefix, no padding) is continued: the batch is then the
-        rest of each prompt, its positions those of the full sequences."""
+        `cache.length` tokens in every row (a shared prompt prefix) is continued: the batch is then the rest of each
+        prompt, its positions those of the full sequences; `prefix_mask` [B, cache.length] marks the cached positions
+        each row attends to (default: all)."""
         B, S = batch.shape
         start = cache.length if cache is not None else 0
         dev = self.device
@@ -114,7 +116,9 @@ class ErnieVLForConditionalGeneration(nn.Module):
         cos, sin = text_cos_sin(b.position_ids, self.inv_freq, self.config.text.mrope_section)
         keys_BL = b.attention_mask
         if start:
-            keys_BL = torch.cat([torch.ones(B, start, dtype=keys_BL.dtype, device=dev), keys_BL], dim=1)
+            before = (torch.ones(B, start, dtype=keys_BL.dtype, device=dev) if prefix_mask is None
+                      else prefix_mask.to(dev, keys_BL.dtype))
+            keys_BL = torch.cat([before, keys_BL], dim=1)
         # an unpadded batch from position 0 needs no mask: SDPA's causal path skips the masked half of the work
         unpadded = not start and S > 1 and bool(batch.lengths) and all(n == S for n in batch.lengths)
         mask = None if unpadded else causal_padding_mask(keys_BL, start, S)

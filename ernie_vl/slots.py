@@ -160,17 +160,17 @@ class ContinuousBatch:
             self._place([slots[i] for i in plain], batch.next_positions)
             logits.append(out.logits[:, -1])
         reused = [0] * len(rows)
+        shared = []  # (prefix length, rows, a one-row cache holding the prefix or None: the first row computes it)
         for p, g in groups:
             if p:
                 stored = self.prefix_cache.lookup(items[g[0]], p) if self.prefix_cache is not None else (0, None)
-                pre = stored[1] if stored[0] >= p else None  # an earlier prompt holds the group's whole prefix
-                logits.append(self._prefill_shared(p, [items[i] for i in g], [feats[i] for i in g],
-                                                   [slots[i] for i in g], pad, pre=pre))
-                for i in (g if pre is not None else g[1:]):  # else the group's first row computed the prefix
+                shared.append((p, g, stored[1] if stored[0] >= p else None))  # an earlier prompt holds the prefix
+        shared += [(p, [i], kv) for i, (p, kv) in cached.items()]
+        if shared:
+            logits.append(self._prefill_shared(shared, items, feats, slots, pad))
+            for p, g, pre in shared:
+                for i in (g if pre is not None else g[1:]):
                     reused[i] = p
-        for i, (p, kv) in cached.items():
-            logits.append(self._prefill_shared(p, [items[i]], [feats[i]], [slots[i]], pad, pre=kv))
-            reused[i] = p
         self.stats["prompt_tokens"] += sum(x.num_prompt_tokens for x in items)
         slots = [slots[i] for i in order]
         for row, n in zip(rows, reused):
@@ -198,31 +198,45 @@ class ContinuousBatch:
         self._step.positions[:, torch.tensor(slots, device=self.model.device)] = (
             next_positions_3B.to(self.model.device)[:, :, None])
 
-    def _prefill_shared(self, p: int, items: list[ModelInputs], feats: list, slots: list[int], pad: int, pre=None
+    def _prefill_shared(self, shared: list, items: list[ModelInputs], feats: list, slots: list[int], pad: int
                         ) -> torch.Tensor:
-        """Prefill the first `p` tokens (shared by every item) once — or take them from `pre`, a one-row cache that
-        holds them — then the items' own suffixes as one left-padded batch continuing from copies of that prefix;
-        move each sequence into its slot. Next-token logits [n, V]."""
-        model, n = self.model, len(items)
-        reused = p * n if pre is not None else p * (n - 1)
-        if pre is None:
-            head = items[0].slice(0, p)
-            pre = model.new_cache(1, p)
-            model.prefill(ModelBatch.collate([head], pad), pre, logits_to_keep=1,
-                          **_joined([_part(feats[0], items[0], 0, p)]))
-        tails = [x.slice(p, x.num_prompt_tokens) for x in items]
-        batch = ModelBatch.collate(tails, pad)
-        S = batch.shape[1]
-        tmp = model.new_cache(n, p + S)
-        tmp.load_rows(list(range(n)), pre, [0] * n, [(0, p)] * n)
-        tmp.length = p
-        out = model.prefill(batch, tmp, logits_to_keep=1,
-                            **_joined([_part(f, x, p, x.num_prompt_tokens) for f, x in zip(feats, items)]))
+        """Prefill groups of rows that share a prompt prefix in at most two forward passes, whatever the number of
+        groups (on a GPU a small forward costs its kernel launches, not its arithmetic). `shared`: per group (prefix
+        length p, row indices, `pre`: a one-row cache already holding the p tokens, or None). First the prefixes held
+        nowhere, once per group, as one left-padded batch; then every row's own suffix as one left-padded batch
+        continuing from a copy of its group's prefix: prefixes right-aligned at the longest one's end, the positions
+        before them masked. Positions are those of the full sequences. Each sequence moves into its slot.
+        Next-token logits [rows, V], rows in the groups' order."""
+        model = self.model
+        P = max(p for p, _, _ in shared)
+        heads = [(p, g) for p, g, pre in shared if pre is None]
+        if heads:
+            batch = ModelBatch.collate([items[g[0]].slice(0, p) for p, g in heads], pad)
+            computed = model.new_cache(len(heads), batch.shape[1])
+            model.prefill(batch, computed, logits_to_keep=1,
+                          **_joined([_part(feats[g[0]], items[g[0]], 0, p) for p, g in heads]))
+        rows = [(i, p) for p, g, _ in shared for i in g]
+        tails = ModelBatch.collate([items[i].slice(p, items[i].num_prompt_tokens) for i, p in rows], pad)
+        S = tails.shape[1]
+        tmp = model.new_cache(len(rows), P + S)
+        k = h = 0
+        for p, g, pre in shared:  # each row's prefix into [P - p, P) of its row
+            src, src_row, end = (pre, 0, p) if pre is not None else (computed, h, computed.length)
+            h += pre is None
+            for _ in g:
+                tmp.load_rows([k], src, [src_row], [(end - p, end)], at=P - p)
+                k += 1
+        tmp.length = P
+        prefix_mask = torch.arange(P)[None, :] >= torch.tensor([P - p for _, p in rows])[:, None]
+        out = model.prefill(tails, tmp, logits_to_keep=1, prefix_mask=prefix_mask,
+                            **_joined([_part(feats[i], items[i], p, items[i].num_prompt_tokens) for i, p in rows]))
         cache = self._step.cache
-        cache.load_rows(slots, tmp, list(range(n)), [(0, p)] * n)
-        cache.load_rows(slots, tmp, list(range(n)), [(p + S - m, p + S) for m in batch.lengths], at=p)
-        self._place(slots, batch.next_positions)
-        self.stats["prefix_tokens_reused"] += reused
+        for k, ((i, p), m) in enumerate(zip(rows, tails.lengths)):
+            cache.load_rows([slots[i]], tmp, [k], [(P - p, P)])
+            cache.load_rows([slots[i]], tmp, [k], [(P + S - m, P + S)], at=p)
+        self._place([slots[i] for i, _ in rows], tails.next_positions)
+        self.stats["prefix_tokens_reused"] += sum(p * (len(g) if pre is not None else len(g) - 1)
+                                                  for p, g, pre in shared)
         return out.logits[:, -1]
 
     # ------------------------------------------------------------------------------------------- decoding

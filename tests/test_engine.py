@@ -254,3 +254,38 @@ def test_shared_prefix_with_media_in_the_suffixes(tiny_dir):
         engine = Engine(model, min_prefix=16, vision_ahead=ahead)
         assert [o.tokens for o in engine.generate(reqs, settings)] == expected, ahead
         assert engine.stats["prefix_tokens_reused"] == 2 * (1 + 6 + 20)
+
+
+def test_groups_of_different_prefix_lengths_prefill_in_two_passes(tiny_dir, monkeypatch):
+    """Questions of different lengths (so prefixes of different lengths), a request sharing nothing and a prompt
+    continued from the prefix cache, all in one admission: the shared prefixes are computed in one forward pass and
+    every suffix in one more (plus one for the unshared rows) — on a GPU a forward pass costs its kernel launches —
+    and the tokens and logits equal those without reuse (float32, CPU)."""
+    model = ernie_vl.load_model(tiny_dir)
+    c = model.config
+    g = torch.Generator().manual_seed(11)
+    img = [c.image_start_token_id] + [c.image_token_id] * 4 + [c.image_end_token_id]
+    reqs = []
+    for q_len in (20, 33, 47):
+        pix = torch.randn(16, 588, generator=g)
+        text = torch.randint(20, 500, (q_len,), generator=g).tolist()
+        for r in range(3):
+            own = torch.randint(20, 500, (5 + 2 * r,), generator=g).tolist()
+            reqs.append(ModelInputs.build(torch.tensor([7, *img, *text, *own, 9]), c, pix, torch.tensor([[1, 4, 4]])))
+    reqs.append(ModelInputs.build(torch.randint(20, 500, (30,), generator=g), c))
+    settings = GenerationSettings(max_new_tokens=6, logprobs=0)
+    expected = Engine(model, reuse=False).generate(reqs, settings)
+    engine = Engine(model, max_batch_size=16, min_prefix=16)
+    engine.generate(reqs[:1], settings)  # its prompt is stored: the second question's rows continue from it
+    passes = []
+    prefill = type(model).prefill
+    monkeypatch.setattr(type(model), "prefill", lambda self, batch, *a, **k: passes.append(batch.shape) or
+                        prefill(self, batch, *a, **k))
+    out = engine.generate(reqs[1:], settings)
+    assert [o.tokens for o in out] == [o.tokens for o in expected[1:]]
+    for o, e in zip(out, expected[1:]):
+        assert max(abs(a.logprob - b.logprob) for a, b in zip(o.logprobs, e.logprobs)) < 1e-4
+    assert len(passes) == 3, passes  # the unshared row; two prefixes held nowhere; every suffix
+    reused = [o.reused_prompt_tokens for o in out]  # in a group computing its prefix, one row computes it
+    assert reused[:2] == [1 + 6 + 20] * 2 and reused[-1] == 0
+    assert sorted(reused[2:5]) == [0, 1 + 6 + 33, 1 + 6 + 33] and sorted(reused[5:8]) == [0, 1 + 6 + 47, 1 + 6 + 47]
