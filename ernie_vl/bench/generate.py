@@ -5,8 +5,8 @@ W1 (docs/performance.md of the shared brief): per sample 64 text tokens, <|IMAGE
 forced to full length. Prefill time is the time to the first generated token, measured inside each end-to-end run.
 Random weights of the chosen shape are built in-process (no download), loaded into both
 implementations, and the same inputs go through ours and through transformers (`grouped_mm` experts and the default
-eager loop) in one run. Greedy tokens must agree first (fp32: exactly; bf16: the reference's token must be within our
-top-k) or no speed is reported.
+eager loop) in one run. Greedy tokens must agree first or no speed is reported (`check_parity`: float32 exactly;
+bfloat16 as judged by the reference model itself, teacher-forced on each output).
 
 Output JSON: {"ours": {...}, "hf": {...}, "hf_eager": {...}, "ratio": {...}, "parity": {...}, "machine": {...}}.
 """
@@ -263,11 +263,74 @@ def _roofline(model, reqs, result) -> dict:
     return out
 
 
-def check_parity(ours_tokens, ref_tokens, dtype) -> dict:
-    same = sum(a == b for a, b in zip(ours_tokens, ref_tokens))
-    first_diff = [next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None) for a, b in zip(ours_tokens, ref_tokens)]
-    return {"rows_identical": same, "rows": len(ours_tokens), "first_divergence": first_diff,
-            "ok": same == len(ours_tokens) if dtype == torch.float32 else all(d is None or d >= 8 for d in first_diff)}
+TOP_K, MIN_SLACK = 5, 0.05  # the bfloat16 agreement rule (`check_parity`)
+
+
+def judge_rows(ref, cfg, reqs, rows, device) -> dict:
+    """The reference's verdict on token rows, by teacher forcing: one forward of each prompt followed by its row, and
+    at each generated position whether the row's token is the reference's argmax and within its top-5. A row is
+    judged up to a media placeholder id a random model may emit (it would be read as media, not text)."""
+    from ..positions import token_types
+
+    special = {cfg.image_token_id, cfg.video_token_id, cfg.image_start_token_id, cfg.image_end_token_id,
+               cfg.video_start_token_id, cfg.video_end_token_id}
+    argmax = top = total = 0
+    with torch.inference_mode():
+        for req, row in zip(reqs, rows):
+            row = row[:next((i for i, t in enumerate(row) if t in special), len(row))]
+            if not row:
+                continue
+            kw = ModelBatch.collate([req]).transformers_kwargs()
+            S = kw["input_ids"].shape[1]
+            ids = torch.cat([kw["input_ids"], torch.tensor([row])], dim=1)
+            mm, moe = token_types(ids, cfg)
+            kw.update(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=mm,
+                      moe_mm_token_type_ids=moe)
+            logits = ref(**{k: v.to(device) for k, v in kw.items()}).logits[0, S - 1:S - 1 + len(row)].float()
+            chosen = torch.tensor(row, device=logits.device)
+            argmax += int((logits.argmax(-1) == chosen).sum())
+            top += int((logits.topk(TOP_K, -1).indices == chosen[:, None]).any(-1).sum())
+            total += len(row)
+    return {"tokens": total, "reference_argmax": argmax / max(total, 1), "in_reference_top5": top / max(total, 1)}
+
+
+def check_parity(rows: dict, dtype, ref=None, cfg=None, reqs=None, device=None) -> dict:
+    """Do the greedy outputs agree? `rows`: {name: token rows}, the first entry the one checked against each other
+    (e.g. {"ours": ..., "hf": ...}). float32: every row identical. bfloat16 needs the reference model (`ref` with
+    `cfg`, `reqs`, `device`): implementations summing in different orders split near-ties differently and then
+    continue from different text — with random weights, whose logits are nearly flat over a 103k vocabulary, the
+    reference's own `generate` output is its teacher-forced argmax only ~88% of the time at the 28B shape. So every
+    output is judged by teacher forcing (`judge_rows`), and its shares of reference-argmax and reference-top-5
+    tokens must each be at least the reference's own output's, less three standard errors of a difference of two
+    such shares over the rows (tokens of one row are not independent), and at least 5 points. A wrong model's tokens
+    are almost never the reference's argmax; exact parity is what the float32 tests prove. `tokens_equal` always
+    says whether the rows are exactly identical."""
+    names = list(rows)
+    first = rows[names[0]]
+    out: dict = {"rows": len(first)}
+    for name in names[1:]:
+        other = rows[name]
+        out[name] = {"rows_identical": sum(a == b for a, b in zip(first, other)),
+                     "first_divergence": [next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+                                          for a, b in zip(first, other)]}
+    out["tokens_equal"] = all(out[n]["rows_identical"] == len(first) for n in names[1:])
+    if dtype == torch.float32 or out["tokens_equal"]:
+        out["rule"], out["ok"] = "identical rows", out["tokens_equal"]
+        return out
+    if ref is None:
+        out["rule"], out["ok"] = "identical rows (no reference model to judge bfloat16 differences)", False
+        return out
+    judged = {name: judge_rows(ref, cfg, reqs, r, device) for name, r in rows.items()}
+    own = judged.get("hf", {"reference_argmax": 1.0, "in_reference_top5": 1.0})
+    floors = {}
+    for key in ("reference_argmax", "in_reference_top5"):
+        p = own[key]
+        floors[key] = p - max(MIN_SLACK, 3 * (2 * p * (1 - p) / max(len(first), 1)) ** 0.5)
+    out["judged"], out["floors"] = judged, floors
+    out["rule"] = ("teacher-forced by the reference: shares of its argmax and top-5 tokens within 3 standard errors "
+                   "(>= 5 points) of its own output's")
+    out["ok"] = all(j[k] >= f for j in judged.values() for k, f in floors.items())
+    return out
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -325,8 +388,8 @@ def run(a: argparse.Namespace) -> int:
     else:
         hf_once = hf_runner(ref, cfg, reqs, device, "grouped_mm")
         # parity first (one run each, after their warm-ups): no speed is reported for a model that disagrees
-        ours_tok, hf_tok = ours_once()[1], hf_once()[1]
-        result["parity"] = check_parity(ours_tok, hf_tok, dtype)
+        rows = {"ours": ours_once()[1], "hf": hf_once()[1]}
+        result["parity"] = check_parity(rows, dtype, ref, cfg, reqs, device)
         if not result["parity"]["ok"]:
             result["error"] = "greedy tokens differ from the reference: speed not reported"
         else:
