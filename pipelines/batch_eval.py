@@ -25,6 +25,7 @@ import hashlib
 
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +122,17 @@ def resolved_dtype(cfg: EvalConfig, plan: ResourcePlan) -> str:
     return default_dtype(cfg.dtype, plan.device) or "auto"
 
 
+class _HandledByTheDriver(logging.Filter):
+    """Drops Ray Data's "exception raised from a task ... execution will now abort" record, traceback included, when
+    the exception is a lost actor or node: the driver rebuilds the pipeline and says so in one line of its own
+    (`run_eval`). Every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from .cluster_failure import is_lost_worker
+
+        return not (record.exc_info and is_lost_worker(record.exc_info[1]))
+
+
 def _configure_ray_data(verbose: bool) -> None:
     from ray.data import DataContext
 
@@ -131,20 +143,46 @@ def _configure_ray_data(verbose: bool) -> None:
     if not verbose:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": ours
+    executor_state = logging.getLogger("ray.data._internal.execution.streaming_executor_state")
+    if not any(isinstance(f, _HandledByTheDriver) for f in executor_state.filters):
+        executor_state.addFilter(_HandledByTheDriver())
 
 
-def actor_restarts(max_restarts: int) -> dict:
-    """The fault tolerance of every actor pool of the plan (`map_batches` remote args): an actor that dies (its process
-    killed, its node lost) is restarted by Ray, on any node with room, at most `max_restarts` times, and the call it was
-    running is retried on it for as long as it can come back (`max_task_retries=-1`, Ray Data's own default).
+def input_dataset(refs: list):
+    """`ray.data.from_arrow_refs(refs)`, bounded by Ray Data's no-progress timeout: it runs one small task per block
+    (schema and row counts) and waits for them, which never ends while no live node has a CPU (a lost node and no
+    room anywhere) — outside the executor, whose own timeout would otherwise say so."""
+    import threading
 
-    NOTE: the task retries must be unbounded. Until a lost node is declared dead (Ray's health checks: ~15 s by
-    default) every retry of a call on one of its actors fails at once with ActorUnavailableError; a bounded count was
-    used up in that window and the job stopped with that error while Ray was about to restart the actor elsewhere.
-    The bound that matters is on restarts: a sample that kills its actor every time ends the job after `max_restarts`
-    restarts (ActorDiedError) instead of looping. An actor that cannot be placed anywhere is left to Ray Data's
-    no-progress timeout (`cluster_failure`)."""
-    return {"max_restarts": max_restarts, "max_task_retries": -1}
+    import ray.data
+    from ray.data.exceptions import ExecutionTimeoutError
+
+    from .cluster_failure import no_progress_timeout_s
+
+    made: dict = {}
+
+    def make():
+        try:
+            made["ds"] = ray.data.from_arrow_refs(refs)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            made["error"] = e
+
+    thread = threading.Thread(target=make, name="input-dataset", daemon=True)
+    thread.start()
+    timeout = no_progress_timeout_s()
+    thread.join(timeout if timeout > 0 else None)
+    if thread.is_alive():
+        raise ExecutionTimeoutError(f"no CPU anywhere read the input blocks' metadata within {timeout:g} s")
+    if "error" in made:
+        raise made["error"]
+    return made["ds"]
+
+
+# Every actor pool of the plan: no restarts by Ray. Ray Data 2.60 hands each pool's actors their map function and
+# DataContext as object-store references, and Ray core logs an error for every restartable actor created with such
+# arguments (its restart could fail if they were lost; ray-project/ray#57733). A lost actor or node is recovered by
+# the driver instead (`run_eval`): the pipeline is built again over the samples not yet written.
+POOL_ACTOR_OPTIONS = {"max_restarts": 0}
 
 
 def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: Path, fingerprints: dict[str, str],
@@ -152,20 +190,17 @@ def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: P
     """The Ray Data plan: input blocks → preprocess → replicas → score."""
     import warnings
 
-    import ray.data
-
     from evals.registry import get_benchmark
 
     from .replica import ReplicaStage
     from .stages import PreprocessStage, ScoreStage
 
-    # NOTE: max_restarts / max_task_retries have no named map_batches parameter in Ray 2.60 and go through the
-    # deprecated **ray_remote_args (Ray's own docs still show map_batches(..., max_restarts=0)); bounded restarts
-    # matter here (a sample that kills its actor every time must not loop forever), so we keep them and silence it.
-    restarts = actor_restarts(cfg.max_replica_restarts)
+    # NOTE: max_restarts has no named map_batches parameter in Ray 2.60 and goes through the deprecated
+    # **ray_remote_args (Ray's own docs still show map_batches(..., max_restarts=0)), hence the silenced warning.
+    restarts = POOL_ACTOR_OPTIONS
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
-        ds = ray.data.from_arrow_refs(refs)
+        ds = input_dataset(refs)
         ds = ds.map_batches(
             PreprocessStage,
             fn_constructor_kwargs=dict(model_path=str(model_path), flavor=cfg.flavor, max_new_tokens=cfg.max_new_tokens,
@@ -324,7 +359,6 @@ def scan_run(run: RunPlan) -> Todo:
     progress = {n: BenchmarkProgress(n) for n in run.fingerprints}
     pending: dict[str, set[str]] = {n: set() for n in run.fingerprints}
     refs, duplicates = [], {}
-    block = cfg.batch_size * cfg.pack_batches
     for spec in cfg.benchmarks:
         rows = []
         done = scan_done(run.pred, spec.name, run.fingerprints[spec.name])
@@ -342,12 +376,35 @@ def scan_run(run: RunPlan) -> Todo:
                 continue
             pending[spec.name].add(key)
             rows.append(input_row(sample))
-        if cfg.reuse:  # samples sharing media side by side: same block, pack and replica call (see `by_media`)
-            rows = by_media(rows)
-        refs += [run.ray.put(input_table(rows[i: i + block])) for i in range(0, len(rows), block)]
+        refs += _input_blocks(run, rows)
     for name, n in duplicates.items():
         notes.append(f"{name}: the reader yielded {n} duplicate sample id(s); each sample is evaluated once")
     return Todo(old_manifest=old, notes=notes, progress=progress, pending=pending, refs=refs)
+
+
+def requeue(run: RunPlan, todo: Todo) -> int:
+    """After a lost actor or node: the input blocks of the samples sent and not written yet (`todo.pending`), read
+    again as `scan_run` read them, replace `todo.refs`. Returns how many samples are left."""
+    refs = []
+    for spec in run.cfg.benchmarks:
+        wanted, rows = set(todo.pending[spec.name]), []
+        for sample in run.benchmarks[spec.name].load(spec.data, spec.limit):
+            key = sample_key(sample.split, sample.sample_id)
+            if key in wanted:
+                wanted.discard(key)  # a duplicate id: its first sample only, as in the scan
+                rows.append(input_row(sample))
+        refs += _input_blocks(run, rows)
+    todo.refs = refs
+    return sum(len(k) for k in todo.pending.values())
+
+
+def _input_blocks(run: RunPlan, rows: list[dict]) -> list:
+    """Rows into the object store in blocks of `batch_size * pack_batches`, samples sharing media side by side when
+    reuse is on (`by_media`: same block, pack and replica call)."""
+    block = run.cfg.batch_size * run.cfg.pack_batches
+    if run.cfg.reuse:
+        rows = by_media(rows)
+    return [run.ray.put(input_table(rows[i: i + block])) for i in range(0, len(rows), block)]
 
 
 def execute_run(run: RunPlan, todo: Todo, printer: ProgressPrinter, verbose: bool = False) -> Iterator[pa.Table]:
@@ -434,6 +491,8 @@ def run_eval(cfg: EvalConfig, *, stream=None, verbose: bool = False, num_cpus: i
 
     check_replica_options(cfg.expert_shards)
     started_at, t_start = utc_now(), time.monotonic()
+    from .cluster_failure import is_lost_worker
+
     with RunLock(cfg.out) as lock:
         run = plan_run(cfg, num_cpus, started_at, t_start)
         todo = scan_run(run)
@@ -442,11 +501,24 @@ def run_eval(cfg: EvalConfig, *, stream=None, verbose: bool = False, num_cpus: i
         write_manifest(run.out, manifest)
         printer = ProgressPrinter(list(todo.progress.values()), enabled=cfg.progress, stream=stream)
         todo.start_clocks()
-        for block in execute_run(run, todo, printer, verbose):
-            lock.check()  # an object-store lease lost to another driver: stop before writing (run_lock.py)
-            commit_block(block, run, todo)
-            trace("driver", "commit", n=block.num_rows)
-            printer.update()
+        restarts = 0
+        while True:
+            try:
+                for block in execute_run(run, todo, printer, verbose):
+                    lock.check()  # an object-store lease lost to another driver: stop before writing (run_lock.py)
+                    commit_block(block, run, todo)
+                    trace("driver", "commit", n=block.num_rows)
+                    printer.update()
+                break
+            except Exception as e:
+                if not is_lost_worker(e) or restarts >= cfg.max_pipeline_restarts:
+                    raise
+                restarts += 1
+                left = requeue(run, todo)
+                note = (f"pipeline restarted ({restarts} of at most {cfg.max_pipeline_restarts}) after a lost actor "
+                        f"or node ({type(e).__name__}): {left} sample(s) still to do")
+                todo.notes.append(note)
+                print(f"ernie-vl eval: {note}", file=sys.stderr, flush=True)
         todo.stop_clocks()
         printer.close()
         return finalize_run(run, todo, manifest)

@@ -1,14 +1,16 @@
 """A run that the Ray cluster cannot finish: which failures those are, and the one line that tells the user.
 
-Ray carries a run through what it can recover from (`batch_eval.actor_restarts`): an actor whose process or node is
-lost is restarted on a node with room and its in-flight batch runs again, so a lost node with a replacement (another
-node with room, or one an autoscaler brings) costs time, not the run. What is left reaches the driver as one of:
+The pipeline's actors are not restarted by Ray (`batch_eval.POOL_ACTOR_OPTIONS`); the driver recovers instead: when
+an actor or its node is lost (`is_lost_worker`) it builds the pipeline again over the samples not yet written
+(`batch_eval.run_eval`, at most `max_pipeline_restarts` times), so a lost node with a replacement (another node with
+room, or one an autoscaler brings) costs time, not the run. What is left reaches the driver as one of:
 
 * `ray.data.exceptions.ExecutionTimeoutError`: nothing moved for Ray Data's `execution_no_progress_timeout_s`
-  (`RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S`, 30 min by default) — typically actors waiting to be (re)started on
+  (`RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S`, 30 min by default) — typically actors waiting to be placed on
   CPUs/GPUs that no live node has: a lost node and no room anywhere, and no autoscaler bringing one in time;
-* `ray.exceptions.RayActorError` (ActorDiedError, ...): an actor died more often than it may be restarted;
-* `ray.exceptions.ObjectLostError` and its kinds: data that Ray could neither find nor rebuild;
+* `ray.exceptions.RayActorError` (ActorDiedError, ...): actors were lost more often than the pipeline is rebuilt
+  (a sample that kills its actor every time ends here instead of looping);
+* `ray.exceptions.ObjectLostError` and its kinds: data that Ray could neither find nor rebuild, as often;
 * `ClusterError`: the cluster cannot hold the job's stages at all (found while planning, before anything runs).
 
 A failure of this project's own code inside a stage (`RayTaskError`) is none of these: that is a bug and keeps its
@@ -38,6 +40,24 @@ def is_cluster_failure(exc: BaseException) -> bool:
     return "ray" in sys.modules and isinstance(exc, _kinds())
 
 
+def is_lost_worker(exc: BaseException) -> bool:
+    """Whether `exc` (or what it wraps) is a lost actor, worker process or node, or data lost with one: what the
+    driver recovers from by building the pipeline again."""
+    import sys
+
+    if "ray" not in sys.modules:
+        return False
+    from ray.exceptions import NodeDiedError, ObjectLostError, RayActorError, WorkerCrashedError
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (RayActorError, ObjectLostError, NodeDiedError, WorkerCrashedError)):
+            return True
+        exc = getattr(exc, "cause", None) or exc.__cause__
+    return False
+
+
 def _first_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split("\n", 1)[0].split())
     return text if len(text) <= 300 else text[:297] + "..."
@@ -60,7 +80,8 @@ def describe(exc: BaseException) -> str:
                 "that no live node has (a node was lost and no other has room?), or one batch takes longer than that "
                 "(RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S sets how long to wait)")
     elif isinstance(exc, RayActorError):
-        what = f"a pipeline actor died more often than it may restart ({type(exc).__name__}: {_first_line(exc)})"
+        what = (f"pipeline actors were lost more often than the run rebuilds its pipeline "
+                f"({type(exc).__name__}: {_first_line(exc)})")
     elif isinstance(exc, ObjectLostError):
         what = f"Ray lost data it could not rebuild ({type(exc).__name__}: {_first_line(exc)})"
     else:

@@ -81,7 +81,7 @@ class EvalConfig:
     judge: JudgeSettings | None = None
     # behaviour
     progress: bool = True
-    max_replica_restarts: int = 4  # restarts of each pipeline actor (lost process or node); batch_eval.actor_restarts
+    max_pipeline_restarts: int = 4  # pipeline rebuilds after a lost actor or node (batch_eval.run_eval)
 
     def __post_init__(self) -> None:
         if not self.benchmarks:

@@ -8,11 +8,11 @@ Failure handling:
 * an exception while generating a pack → the pack is retried one sample at a time, so only the culpable samples
   become error rows (`generation: ...`);
 * a broken CUDA context (illegal memory access, device-side assert) cannot be recovered in-process: the actor
-  exits with `os._exit(1)` so Ray restarts it (`max_restarts`) and re-runs the pack on the fresh actor
-  (`max_task_retries`), as Ray Data LLM does since ray-project/ray#60145; a plain re-raise would fail the job;
-* an actor killed from outside (OOM killer, `ray.kill(..., no_restart=False)`, a lost node) is restarted by Ray,
-  on another node if its own is gone, and its in-flight pack re-executed; the driver writes each sample once
-  (`batch_eval.commit_block`), so nothing is written twice. The restart bound is `batch_eval.actor_restarts`.
+  exits with `os._exit(1)`, as Ray Data LLM does since ray-project/ray#60145 (a plain re-raise would fail the job),
+  and the driver treats it as a lost actor;
+* a lost actor (that exit, the OOM killer, a lost node): the driver builds the pipeline again over the samples not
+  written yet, new actors on whatever nodes have room (`batch_eval.run_eval`, `cluster_failure.is_lost_worker`);
+  the driver writes each sample once (`batch_eval.commit_block`), so nothing is written twice.
 
 `build_replica` is the one factory for the model side; expert-parallel gangs (`expert_shards > 1`) plug in there.
 """

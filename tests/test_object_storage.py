@@ -289,7 +289,7 @@ def s3_run(ray_s3, tmp_path_factory):
     from ernie_vl.tiny import default_model_path
 
     cmd = [sys.executable, "-m", "ernie_vl_cli", "eval", "--benchmark", "demo", "--data", f"s3://{BUCKET}/data/syn",
-           "--out", out, "--batch-size", "2", "--quiet",
+           "--out", out, "--batch-size", "1", "--quiet",  # packs of 4 (pack_batches 4): 4 part files, not 2
            "--model", str(default_model_path())]  # the random tiny: 32 tokens a row, a run long enough to kill
     env = dict(os.environ, RAY_ADDRESS=gcs, PYTHONPATH=str(ROOT), ERNIE_VL_DATA_CACHE=str(tmp / "driver-cache"))
     pred = Storage.at(out).child("predictions")
