@@ -20,7 +20,7 @@ import pyarrow as pa
 
 SCHEMA_VERSION = "1"
 
-# (name, type, description) — the table below is the documentation (README_SECTION.md is generated from it).
+# (name, type, description) — the table below is the documentation (the README's output schema is generated from it).
 PREDICTION_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("sample_id", pa.string(), "sample id, unique within (benchmark, split), stable across runs"),
     ("benchmark", pa.string(), "benchmark registry name"),

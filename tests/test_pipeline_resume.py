@@ -168,11 +168,11 @@ def test_progress_line_and_summary():
     assert json.dumps(s)  # manifest-ready
 
 
-def test_readme_section_documents_the_current_schema():
+def test_readme_documents_the_current_schema():
     from pathlib import Path
 
-    section = (Path(__file__).resolve().parents[1] / "pipelines" / "README_SECTION.md").read_text()
-    assert schema_markdown() in section
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert schema_markdown() in readme
 
 
 def test_worker_env_puts_this_checkout_first_and_forwards_the_home(monkeypatch, tmp_path):
