@@ -116,7 +116,10 @@ def cmd_eval(a) -> int:
 
 
 def format_summary(result) -> str:
-    """The end-of-run summary: counts per benchmark, failure reasons, headline metrics, where the files are."""
+    """The end-of-run summary: counts per benchmark, failure reasons, headline metrics (counts such as `answered`
+    are in metrics.parquet and the report), where the files are."""
+    from evals.aggregate import COUNT_METRICS
+
     m = result.manifest
     lines = []
     for name in m["last_run"]["benchmarks"]:
@@ -137,8 +140,7 @@ def format_summary(result) -> str:
         if b["missing"]:
             lines.append(f"  INCOMPLETE: {b['missing']} sample(s) not written; rerun the same command to finish")
         for r in result.metrics:
-            if r["benchmark"] == name and r["category"] is None and r["metric"] not in ("errors", "unparsed",
-                                                                                        "unjudged"):
+            if r["benchmark"] == name and r["category"] is None and r["metric"] not in COUNT_METRICS:
                 v = "nan" if r["value"] is None else f"{r['value']:.2f}"
                 if r.get("ci_low") is not None:  # the 95 % interval (evals.bootstrap)
                     v += f" [95% CI {r['ci_low']:.2f}, {r['ci_high']:.2f}]"

@@ -24,7 +24,7 @@ from pathlib import Path
 from evals.benchmarks.base import Benchmark, load_media
 from evals.benchmarks.prompts import LMMS_MCQ_SUFFIX, lmms_option_lines, vlmevalkit_mcq_text
 from evals.extract.choice import can_infer
-from evals.flavors import VLMEVALKIT, OFFICIAL, check_flavor
+from evals.flavors import OFFICIAL, VLMEVALKIT
 from evals.media import image_from_struct
 from evals.readers.values import LETTERS, RowError, check_answer_letter, option_columns, options_from_list, parse_list, text
 from evals.sample import Sample
@@ -80,9 +80,7 @@ class AI2D(Benchmark):
         return f"{sample.question}\n{lmms_option_lines(sample.options)}{LMMS_MCQ_SUFFIX}"
 
     def score(self, record, prediction, flavor=OFFICIAL):
-        check_flavor(flavor)
-        rec = self.record(record)
-        prediction = "" if prediction is None else str(prediction)
+        rec, prediction = self.scoring_input(record, prediction, flavor)
         target = rec["targets"][0] if rec["targets"] else ""
         if flavor == VLMEVALKIT:
             letter = can_infer(prediction, rec["options"])

@@ -242,5 +242,11 @@ class Benchmark:
         """``record`` with its JSON fields decoded (accepts already-decoded records)."""
         return decode_record(record)
 
+    def scoring_input(self, record: dict[str, Any], prediction, flavor: str) -> tuple[dict[str, Any], str]:
+        """What a `score` starts from: the flavor checked, the record decoded (`record`), the prediction as text
+        ('' for none)."""
+        check_flavor(flavor)
+        return self.record(record), "" if prediction is None else str(prediction)
+
     def __repr__(self) -> str:
         return f"<benchmark {self.name} {self.version}>"

@@ -100,9 +100,7 @@ class ChartQA(Benchmark):
         return sample.question + (SHORT_ANSWER_SUFFIX if flavor == VLMEVALKIT else LMMS_SUFFIX)
 
     def score(self, record, prediction, flavor=OFFICIAL):
-        check_flavor(flavor)
-        rec = self.record(record)
-        prediction = "" if prediction is None else str(prediction)
+        rec, prediction = self.scoring_input(record, prediction, flavor)
         shown = prediction.strip() if flavor == VLMEVALKIT else prediction
         return shown, relaxed_accuracy(prediction, rec["targets"], flavor)
 

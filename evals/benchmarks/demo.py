@@ -23,7 +23,7 @@ from evals.benchmarks.prompts import LMMS_MCQ_SUFFIX, SHORT_ANSWER_SUFFIX, lmms_
 from evals.errors import DatasetError
 from evals.extract.choice import choice
 from evals.extract.yesno import yes_no
-from evals.flavors import OFFICIAL, VLMEVALKIT, check_flavor
+from evals.flavors import OFFICIAL, VLMEVALKIT
 from evals.media import MediaError, image_from_path, video_from_path
 from evals.normalize import normalize_answer
 from evals.readers.files import iter_jsonl
@@ -94,9 +94,7 @@ class Demo(Benchmark):
         return sample.question + SHORT_ANSWER_SUFFIX
 
     def score(self, record, prediction, flavor=OFFICIAL):
-        check_flavor(flavor)
-        rec = self.record(record)
-        prediction = "" if prediction is None else str(prediction)
+        rec, prediction = self.scoring_input(record, prediction, flavor)
         kind = rec["meta"].get("type")
         if kind == "mcq":
             got = choice(prediction, rec["options"], flavor)

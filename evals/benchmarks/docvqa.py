@@ -62,33 +62,40 @@ class DocVQA(Benchmark):
         meta = {"question_types": [str(t) for t in parse_list(row.get("question_types"))], "doc_id": text(row.get("docId"))}
         return self._sample(text(row["questionId"]), split, text(row.get("question")), row.get("answers"), media, err, meta)
 
+    release_pattern = "{prefix}_v1.0*.json"  # the release's question file of a split ("val", "test", "train")
+    release_layout = ORIGINAL_LAYOUT
+
     def _read_release(self, path: Path, split: str):
-        prefix = _RELEASE_PREFIX.get(split, split)
-        files = [path] if path.is_file() else find_files(path, (f"{prefix}_v1.0*.json",))
+        """The original release: {"data": [...]} of one split, images found by `_release_image`."""
+        pattern = self.release_pattern.format(prefix=_RELEASE_PREFIX.get(split, split))
+        files = [path] if path.is_file() else find_files(path, (pattern,))
         if not files:
-            raise DatasetError(path, f"no {prefix}_v1.0*.json for split {split!r}", ORIGINAL_LAYOUT)
-        blob = load_json(files[0], ORIGINAL_LAYOUT)
+            raise DatasetError(path, f"no {pattern} for split {split!r}", self.release_layout)
+        blob = load_json(files[0], self.release_layout)
         entries = blob.get("data") if isinstance(blob, dict) else None
         if not isinstance(entries, list):
-            raise DatasetError(files[0], "JSON has no 'data' list", ORIGINAL_LAYOUT)
+            raise DatasetError(files[0], "JSON has no 'data' list", self.release_layout)
         base = files[0].parent
 
         def convert(entry, i):
-            media, err = load_media(lambda: [image_from_path(base / str(entry.get("image") or ""))])
-            meta = {"question_types": [str(t) for t in parse_list(entry.get("question_types"))],
-                    "doc_id": text(entry.get("docId"))}
+            media, err = load_media(lambda: self._release_image(base, entry))
             return self._sample(text(entry.get("questionId")) or str(i), split, text(entry.get("question")),
-                                entry.get("answers"), media, err, meta)
+                                entry.get("answers"), media, err, self._release_meta(entry))
 
         return self.convert_rows(enumerate(entries), convert, split)
+
+    def _release_image(self, base: Path, entry: dict) -> list:
+        return [image_from_path(base / str(entry.get("image") or ""))]
+
+    def _release_meta(self, entry: dict) -> dict:
+        return {"question_types": [str(t) for t in parse_list(entry.get("question_types"))],
+                "doc_id": text(entry.get("docId"))}
 
     def prompt(self, sample, flavor):
         return sample.question + SHORT_ANSWER_SUFFIX
 
     def score(self, record, prediction, flavor=OFFICIAL):
-        check_flavor(flavor)
-        rec = self.record(record)
-        prediction = "" if prediction is None else str(prediction)
+        rec, prediction = self.scoring_input(record, prediction, flavor)
         return prediction, anls(prediction, rec["targets"], flavor)
 
     def aggregate(self, rows, flavor=OFFICIAL):

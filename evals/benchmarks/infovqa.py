@@ -24,16 +24,14 @@ from pathlib import Path
 from evals.aggregate import count_rows, decode_rows, mean_row, mean_rows
 from evals.benchmarks.base import Layout, load_media
 from evals.benchmarks.docvqa import DocVQA
-from evals.errors import DatasetError
 from evals.flavors import OFFICIAL, check_flavor
 from evals.media import MediaError, image_from_path, image_from_struct
-from evals.readers.files import find_files, load_json
+from evals.readers.files import find_files
 from evals.readers.values import is_missing, parse_list, text
 
 ORIGINAL_LAYOUT = ("the InfographicVQA release: infographicsVQA_val_v1.0*.json ({'data': [...]}) + "
                    "infographicsvqa_images/ (or images/)")
 _IMAGE_DIRS = ("infographicsvqa_images", "images", ".")
-_RELEASE_PREFIX = {"validation": "val", "test": "test", "train": "train"}
 BREAKDOWNS = {"answer_type": "answer_type", "evidence": "evidence", "operation": "operation/reasoning"}
 
 
@@ -63,29 +61,18 @@ class InfoVQA(DocVQA):
         return self._sample(text(row["questionId"]), split, text(row.get("question")), row.get("answers"), media,
                             err, self._meta(row))
 
-    def _read_release(self, path: Path, split: str):
-        prefix = _RELEASE_PREFIX.get(split, split)
-        files = [path] if path.is_file() else find_files(path, (f"infographic*VQA_{prefix}_v1.0*.json",))
-        if not files:
-            raise DatasetError(path, f"no infographicsVQA_{prefix}_v1.0*.json for split {split!r}", ORIGINAL_LAYOUT)
-        blob = load_json(files[0], ORIGINAL_LAYOUT)
-        entries = blob.get("data") if isinstance(blob, dict) else None
-        if not isinstance(entries, list):
-            raise DatasetError(files[0], "JSON has no 'data' list", ORIGINAL_LAYOUT)
-        base = files[0].parent
+    release_pattern = "infographic*VQA_{prefix}_v1.0*.json"
+    release_layout = ORIGINAL_LAYOUT
 
-        def image(name: str):
-            for folder in _IMAGE_DIRS:
-                if (base / folder / name).is_file():
-                    return [image_from_path(base / folder / name)]
-            raise MediaError(f"image {name!r} not found in {base} ({', '.join(_IMAGE_DIRS[:2])})")
+    def _release_image(self, base: Path, entry: dict) -> list:
+        name = str(entry.get("image_local_name") or "")
+        for folder in _IMAGE_DIRS:
+            if (base / folder / name).is_file():
+                return [image_from_path(base / folder / name)]
+        raise MediaError(f"image {name!r} not found in {base} ({', '.join(_IMAGE_DIRS[:2])})")
 
-        def convert(entry, i):
-            media, err = load_media(lambda: image(str(entry.get("image_local_name") or "")))
-            return self._sample(text(entry.get("questionId")) or str(i), split, text(entry.get("question")),
-                                entry.get("answers"), media, err, self._meta(entry))
-
-        return self.convert_rows(enumerate(entries), convert, split)
+    def _release_meta(self, entry: dict) -> dict:
+        return self._meta(entry)
 
     def aggregate(self, rows, flavor=OFFICIAL):
         check_flavor(flavor)

@@ -154,10 +154,8 @@ class MMMU(Benchmark):
         return [{"role": "user", "content": content}]
 
     def score(self, record, prediction, flavor=OFFICIAL):
-        check_flavor(flavor)
-        rec = self.record(record)
+        rec, prediction = self.scoring_input(record, prediction, flavor)
         qtype = rec["meta"].get("question_type", MULTIPLE_CHOICE)
-        prediction = "" if prediction is None else str(prediction)
         if flavor == VLMEVALKIT:
             if qtype == MULTIPLE_CHOICE:
                 letter = can_infer(prediction, rec["options"])

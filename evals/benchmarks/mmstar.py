@@ -128,9 +128,7 @@ class MMStar(Benchmark):
         return question.strip().replace(YES_NO_INSTRUCTION, "") + LMMS_SUFFIX
 
     def score(self, record, prediction, flavor=OFFICIAL):
-        check_flavor(flavor)
-        rec = self.record(record)
-        prediction = "" if prediction is None else str(prediction)
+        rec, prediction = self.scoring_input(record, prediction, flavor)
         target = rec["targets"][0] if rec["targets"] else ""
         if flavor == LMMS_EVAL:
             letter = extract_mcq_answer(prediction, LETTERS)

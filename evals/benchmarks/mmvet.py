@@ -122,8 +122,7 @@ class MMVet(Benchmark):
         return None, None  # only a judge scores MM-Vet
 
     def judge_prompt(self, record, prediction, flavor=OFFICIAL):
-        rec = self.record(record)
-        prediction = "" if prediction is None else str(prediction)
+        rec, prediction = self.scoring_input(record, prediction, flavor)
         return grading_prompt(rec.get("question") or "", rec["targets"][0], prediction, flavor)
 
     def score_judged(self, record, prediction, reply, flavor=OFFICIAL):

@@ -143,9 +143,7 @@ class MVBench(Benchmark):
                 {"role": "assistant", "content": [text_part(PREFILL)]}]
 
     def score(self, record, prediction, flavor=OFFICIAL):
-        check_flavor(flavor)
-        rec = self.record(record)
-        prediction = "" if prediction is None else str(prediction)
+        rec, prediction = self.scoring_input(record, prediction, flavor)
         target = rec["targets"][0] if rec["targets"] else ""
         if flavor == LMMS_EVAL:
             got = mvbench_lmms_eval(prediction)

@@ -89,9 +89,7 @@ class OCRBench(Benchmark):
         return sample.question if flavor == VLMEVALKIT else sample.question.strip()
 
     def score(self, record, prediction, flavor=OFFICIAL):
-        check_flavor(flavor)
-        rec = self.record(record)
-        prediction = "" if prediction is None else str(prediction)
+        rec, prediction = self.scoring_input(record, prediction, flavor)
         hit = ocrbench(prediction, rec["targets"], rec["meta"].get("dataset"), rec.get("category"), flavor)
         return prediction, float(hit)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from evals.benchmarks.base import Benchmark, load_media
 from evals.benchmarks.prompts import vlmevalkit_mcq_text
 from evals.extract.choice import can_infer, extract_mcq_answer
-from evals.flavors import VLMEVALKIT, OFFICIAL, check_flavor
+from evals.flavors import OFFICIAL, VLMEVALKIT
 from evals.media import image_from_struct
 from evals.readers.values import RowError, option_columns, text
 from evals.sample import Sample
@@ -85,9 +85,7 @@ class RealWorldQA(Benchmark):
         return f"{sample.question}\n{lines}\n{INSTRUCTION}"
 
     def score(self, record, prediction, flavor=OFFICIAL):
-        check_flavor(flavor)
-        rec = self.record(record)
-        prediction = "" if prediction is None else str(prediction)
+        rec, prediction = self.scoring_input(record, prediction, flavor)
         target = rec["targets"][0] if rec["targets"] else ""
         if flavor == VLMEVALKIT:
             letter = can_infer(prediction, rec["options"]) if rec["options"] else None

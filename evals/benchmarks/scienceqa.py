@@ -136,9 +136,7 @@ class ScienceQA(Benchmark):
         return f"{context}{sample.question}\n{lmms_option_lines(sample.options)}{LMMS_MCQ_SUFFIX}"
 
     def score(self, record, prediction, flavor=OFFICIAL):
-        check_flavor(flavor)
-        rec = self.record(record)
-        prediction = "" if prediction is None else str(prediction)
+        rec, prediction = self.scoring_input(record, prediction, flavor)
         target = rec["targets"][0] if rec["targets"] else ""
         if flavor == VLMEVALKIT:
             letter = can_infer(prediction, rec["options"])

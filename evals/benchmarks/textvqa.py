@@ -93,9 +93,7 @@ class TextVQA(Benchmark):
         return question + SHORT_ANSWER_SUFFIX
 
     def score(self, record, prediction, flavor=OFFICIAL):
-        check_flavor(flavor)
-        rec = self.record(record)
-        prediction = "" if prediction is None else str(prediction)
+        rec, prediction = self.scoring_input(record, prediction, flavor)
         return prediction, vqa_accuracy(prediction, rec["targets"], flavor)
 
     def aggregate(self, rows, flavor=OFFICIAL):

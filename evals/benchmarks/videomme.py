@@ -109,9 +109,7 @@ class VideoMME(Benchmark):
         return [{"role": "user", "content": content}]
 
     def score(self, record, prediction, flavor=OFFICIAL):
-        check_flavor(flavor)
-        rec = self.record(record)
-        prediction = "" if prediction is None else str(prediction)
+        rec, prediction = self.scoring_input(record, prediction, flavor)
         extract = {OFFICIAL: videomme_official, LMMS_EVAL: videomme_lmms_eval, VLMEVALKIT: videomme_vlmevalkit}[flavor]
         letter = extract(prediction)
         target = rec["targets"][0] if rec["targets"] else ""
