@@ -17,6 +17,10 @@ output folder's lock it runs five stages, each a function whose inputs and outpu
     execute_run   RunPlan, Todo → output blocks, as the Ray Data plan finishes them
     commit_block  one output block → part files (one per benchmark), counted in Todo.progress
     finalize_run  RunPlan, Todo, manifest → RunResult: reconcile, metrics.parquet (evals.scoring), manifest.json
+
+A lost actor or node ends the Ray Data execution (its actors are not restarted: `POOL_ACTOR_OPTIONS`); `requeue`
+then puts the samples not written yet into new input blocks and `execute_run` runs again, at most
+`max_pipeline_restarts` times (cluster_failure.py says what ends a run instead).
 """
 
 from __future__ import annotations
@@ -197,7 +201,7 @@ def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: P
 
     # NOTE: max_restarts has no named map_batches parameter in Ray 2.60 and goes through the deprecated
     # **ray_remote_args (Ray's own docs still show map_batches(..., max_restarts=0)), hence the silenced warning.
-    restarts = POOL_ACTOR_OPTIONS
+    pool_actors = POOL_ACTOR_OPTIONS
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
         ds = input_dataset(refs)
@@ -211,7 +215,7 @@ def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: P
             batch_size=cfg.batch_size * cfg.pack_batches,
             batch_format="pyarrow",
             zero_copy_batch=True,
-            **restarts,
+            **pool_actors,
             **plan.preprocess.map_batches_kwargs(),
         )
         ds = ds.map_batches(
@@ -223,7 +227,7 @@ def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: P
                                        max_answer_tokens=cfg.max_answer_tokens),
             batch_size=1,  # one pack (a work-sized model batch) per call
             batch_format="pyarrow",
-            **restarts,
+            **pool_actors,
             **plan.replica.map_batches_kwargs(),
         )
         ds = ds.map_batches(
@@ -232,7 +236,7 @@ def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: P
                                        model_name=model_path.name),
             batch_size=None,
             batch_format="pyarrow",
-            **restarts,
+            **pool_actors,
             **plan.score.map_batches_kwargs(),
         )
     return ds
