@@ -30,7 +30,7 @@ from evals import data_cache
 from evals.errors import DatasetError
 from evals.registry import get_benchmark
 from evals.scoring import read_predictions, rescore
-from evals.storage import OBJECT, Storage
+from evals.storage import LOCAL, OBJECT, Storage
 from pipelines.bench import write_synthetic_benchmark
 from pipelines.config import BenchmarkSpec, EvalConfig
 from pipelines.resume import archive_other_fingerprints, list_parts, reconcile, scan_done, write_part
@@ -132,6 +132,18 @@ def test_storage_gives_the_same_results_on_a_local_folder_and_on_s3(s3, tmp_path
     assert not [i.path for i in raw if ".tmp-" in i.path]
     with pytest.raises(ValueError, match=r"'\.\.'"):
         remote_store.path("../escape")
+
+
+def test_fsspec_schemes_and_file_uris_give_the_results_of_a_local_folder(tmp_path):
+    """A scheme pyarrow lacks goes through fsspec (here its in-memory file system: an object store, no rename), and a
+    `file://` URI is the local folder it names: every run-folder operation reads back as on a local folder."""
+    local = _exercise(Storage.at(tmp_path / "run"))
+    mem = Storage.at("memory://ernie-vl-test/run")
+    assert mem.kind == OBJECT and str(mem) == "memory://ernie-vl-test/run"
+    assert _exercise(mem) == local
+    uri = Storage.at(f"file://{tmp_path}/run-uri")
+    assert uri.kind == LOCAL and uri.local_path == tmp_path / "run-uri"
+    assert _exercise(uri) == local
 
 
 @pytest.mark.subprocess
