@@ -8,7 +8,6 @@ The replica-kill test runs last.
 """
 
 import asyncio
-import base64
 import http.server
 import io
 import json
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from serve_support import ray_serve  # noqa: E402
+from serve_support import data_url, mp4_bytes, png_bytes, ray_serve  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -31,36 +30,6 @@ MAIN = "ernie-vl-tiny"
 
 
 # ----------------------------------------------------------------------------------------------- media
-
-
-def png_bytes(w=64, h=48, color=(200, 30, 30)) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (w, h), color).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def mp4_bytes(frames=16, w=64, h=48, fps=8) -> bytes:
-    import av
-    import numpy as np
-
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as c:
-        st = c.add_stream("mpeg4", rate=fps)
-        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), (i * 15) % 255, np.uint8), format="rgb24")
-            for pkt in st.encode(frame):
-                c.mux(pkt)
-        for pkt in st.encode():
-            c.mux(pkt)
-    return buf.getvalue()
-
-
-def data_url(data: bytes, mime="image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
 
 IMAGE = png_bytes()
 VIDEO = mp4_bytes()
@@ -79,7 +48,6 @@ class _Media(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
 
 
 # ----------------------------------------------------------------------------------------------- fixtures

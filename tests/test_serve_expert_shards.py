@@ -8,13 +8,12 @@ makes the whole gang restart, the request is answered, later requests too. The k
 
 import asyncio
 import base64
-import io
 import threading
 import time
 
 import pytest
 
-from serve_support import ray_serve  # noqa: E402
+from serve_support import png_bytes, ray_serve  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -24,18 +23,9 @@ import openai  # noqa: E402,F401 - part of the test extra: a missing one must fa
 MODEL = "ernie-vl-tiny"
 
 
-def png_bytes(w=64, h=48, color=(200, 30, 30)) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (w, h), color).save(buf, "PNG")
-    return buf.getvalue()
-
-
 def image_part(color=(200, 30, 30)) -> dict:
     return {"type": "image_url",
             "image_url": {"url": f"data:image/png;base64,{base64.b64encode(png_bytes(color=color)).decode()}"}}
-
 
 
 class Apps:

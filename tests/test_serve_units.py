@@ -3,50 +3,19 @@
 The HTTP-level behaviour (real server, real clients) is in test_serve.py; these pin the rules it relies on.
 """
 
-import base64
 import http.server
-import io
 import os
 import re
 import threading
 import time
 
 import pytest
-import torch
 
 from serve.errors import APIError
 from serve.settings import ServeSettings, check_expert_shards, hash_api_key
+from serve_support import data_url, mp4_bytes, png_bytes
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def png_bytes(w=64, h=48, color=(200, 30, 30), mode="RGB") -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new(mode, (w, h), color if mode == "RGB" else 0).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def mp4_bytes(frames=16, w=64, h=48, fps=8) -> bytes:
-    import av
-    import numpy as np
-
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as c:
-        st = c.add_stream("mpeg4", rate=fps)
-        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), (i * 15) % 255, np.uint8), format="rgb24")
-            for pkt in st.encode(frame):
-                c.mux(pkt)
-        for pkt in st.encode():
-            c.mux(pkt)
-    return buf.getvalue()
-
-
-def data_url(data: bytes, mime="image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
 def raises(status: int, fn, *args, contains: str | None = None, **kw) -> APIError:
