@@ -245,14 +245,17 @@ def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: P
 def check_inputs(cfg: EvalConfig) -> None:
     """Cheap checks before any cluster work: replica options, benchmark names, data paths and layouts
     (`load(..., limit=0)` detects the layout and raises `DatasetError` for a bad path), the checkpoint folder and its
-    `</think>` token when answer tokens are capped."""
+    `</think>` token when answer tokens are capped; a `--split` that names no sample."""
+    from evals.errors import DatasetError
     from evals.registry import get_benchmark
 
     from .replica import answer_cap, check_replica_options
 
     check_replica_options(cfg.expert_shards)
     for spec in cfg.benchmarks:
-        list(get_benchmark(spec.name).load(spec.data, 0))
+        samples = get_benchmark(spec.name).load(spec.data, None if spec.split else 0, split=spec.split)
+        if spec.split and next(iter(samples), None) is None:
+            raise DatasetError(spec.data, f"{spec.name}: no sample of split {spec.split!r} there")
     answer_cap(str(cfg.model_path()), cfg.max_answer_tokens)  # </think> must be one token to count answer tokens
 
 
@@ -310,7 +313,9 @@ def plan_run(cfg: EvalConfig, num_cpus: int | None, started_at: str, t_start: fl
     resources = plan_resources(cfg, ray.resources())
     dtype = resolved_dtype(cfg, resources)
     common = common_parts(cfg, model_path, dtype)
-    parts = {n: benchmark_fingerprint_parts(common, n, b, cfg.thinking_record(b)) for n, b in benchmarks.items()}
+    parts = {s.name: benchmark_fingerprint_parts(common, s.name, benchmarks[s.name],
+                                                 cfg.thinking_record(benchmarks[s.name]), split=s.split)
+             for s in cfg.benchmarks}
     return RunPlan(cfg=cfg, out=Storage.at(cfg.out), model_path=model_path, benchmarks=benchmarks, ray=ray,
                    resources=resources, dtype=dtype, parts=parts,
                    fingerprints={n: fingerprint_of(p) for n, p in parts.items()}, started_at=started_at,
@@ -367,7 +372,7 @@ def scan_run(run: RunPlan) -> Todo:
         rows = []
         done = scan_done(run.pred, spec.name, run.fingerprints[spec.name])
         prog, seen = progress[spec.name], set()
-        for sample in run.benchmarks[spec.name].load(spec.data, spec.limit):
+        for sample in run.benchmarks[spec.name].load(spec.data, spec.limit, split=spec.split):
             key = sample_key(sample.split, sample.sample_id)
             if key in seen:
                 duplicates[spec.name] = duplicates.get(spec.name, 0) + 1
@@ -392,7 +397,7 @@ def requeue(run: RunPlan, todo: Todo) -> int:
     refs = []
     for spec in run.cfg.benchmarks:
         wanted, rows = set(todo.pending[spec.name]), []
-        for sample in run.benchmarks[spec.name].load(spec.data, spec.limit):
+        for sample in run.benchmarks[spec.name].load(spec.data, spec.limit, split=spec.split):
             key = sample_key(sample.split, sample.sample_id)
             if key in wanted:
                 wanted.discard(key)  # a duplicate id: its first sample only, as in the scan

@@ -36,11 +36,26 @@ def _benchmark_specs(a) -> list:
             "same order, or --data NAME=PATH"
         )
     it = iter(positional)
+    splits = _splits(getattr(a, "split", None) or [], names)
     specs = []
     for n in names:
         path = data_by_name.get(n) or (next(it) if positional else None)
-        specs.append(BenchmarkSpec(name=n, data=path, limit=a.limit))
+        specs.append(BenchmarkSpec(name=n, data=path, limit=a.limit, split=splits.get(n)))
     return specs
+
+
+def _splits(values: list[str], names: list[str]) -> dict[str, str]:
+    """`--split NAME` (every benchmark) or `--split BENCHMARK=NAME` (repeatable) -> {benchmark: split}."""
+    out: dict[str, str] = {}
+    for v in values:
+        bench, sep, split = v.partition("=")
+        if sep:
+            if bench not in names:
+                raise ValueError(f"--split {v}: {bench!r} is not one of the benchmarks ({', '.join(names)})")
+            out[bench] = split
+        else:
+            out.update({n: v for n in names if n not in out})
+    return out
 
 
 def _demo_model() -> str:
@@ -260,6 +275,9 @@ def add_eval_commands(subparsers) -> None:
     s.add_argument("--out", required=True, help="output folder (predictions/, metrics.parquet, manifest.json): a local "
                                                 "path or a URI, e.g. s3://bucket/run (also gs://, hdfs://)")
     s.add_argument("--limit", type=int, help="first N samples of each benchmark")
+    s.add_argument("--split", action="append",
+                   help="the split to evaluate, for every benchmark or as NAME=SPLIT (repeatable); default: each "
+                        "benchmark's own (e.g. refcoco val, hallusionbench image, most others test/validation)")
     s.add_argument("--replicas", type=int, default=1, help="model replicas (each holds --gpus-per-replica GPUs)")
     s.add_argument("--batch-size", type=int, default=16, help="most samples per model batch")
     s.add_argument("--batch-tokens", type=int, default=16384,

@@ -28,11 +28,13 @@ FLAVORS = ("official", "lmms-eval", "vlmevalkit")
 
 @dataclass
 class BenchmarkSpec:
-    """One benchmark of a run: registry name, data path (None for `demo`), optional sample limit."""
+    """One benchmark of a run: registry name, data path (None for `demo`), optional sample limit, split (None: the
+    benchmark's `default_split`)."""
 
     name: str
     data: str | None = None
     limit: int | None = None
+    split: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name:

@@ -87,9 +87,10 @@ def package_versions(names=RECORDED_PACKAGES) -> dict:
     return out
 
 
-def benchmark_fingerprint_parts(common: dict, benchmark_name: str, benchmark, thinking: dict | None = None) -> dict:
+def benchmark_fingerprint_parts(common: dict, benchmark_name: str, benchmark, thinking: dict | None = None,
+                                split: str | None = None) -> dict:
     """The fingerprinted facts of one benchmark of a run (`common` from `common_parts`; `thinking` from
-    `EvalConfig.thinking_record`)."""
+    `EvalConfig.thinking_record`; `split` when it is not the benchmark's default: other samples, other metrics)."""
     version = getattr(benchmark, "version", None)
     parts = {
         **common,
@@ -99,6 +100,8 @@ def benchmark_fingerprint_parts(common: dict, benchmark_name: str, benchmark, th
     }
     if thinking is not None:
         parts["thinking"] = thinking
+    if split is not None and split != getattr(benchmark, "default_split", None):
+        parts["split"] = split
     return parts
 
 

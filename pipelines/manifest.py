@@ -94,6 +94,14 @@ def record_scoring(out, scoring: dict[str, dict], flavor: str) -> None:
     write_manifest(out, m)
 
 
+def _split_of(cfg, name: str) -> str:
+    """The split a run evaluates of benchmark `name`: its `--split`, else the benchmark's default."""
+    from evals.registry import get_benchmark
+
+    spec = next(s for s in cfg.benchmarks if s.name == name)
+    return spec.split or get_benchmark(name).default_split
+
+
 def start_manifest(old: dict, cfg: EvalConfig, plan: ResourcePlan, dtype: str, parts: dict, fps: dict,
                    started_at: str, notes: list[str]) -> dict:
     """The manifest of a run that starts: `old`'s benchmarks and history kept, this run's benchmarks "running"."""
@@ -112,6 +120,7 @@ def start_manifest(old: dict, cfg: EvalConfig, plan: ResourcePlan, dtype: str, p
             "status": "running",
             "data": next(s.data for s in cfg.benchmarks if s.name == name),
             "limit": next(s.limit for s in cfg.benchmarks if s.name == name),
+            "split": _split_of(cfg, name),
             "thinking": parts[name].get("thinking") is not None,  # reasoning on (fingerprint_parts: its settings)
         }
         if prev.get("fingerprint") == fp and prev.get("progress"):

@@ -366,6 +366,32 @@ def test_driver_kill_9_then_rerun_every_sample_exactly_once(ray_session, fault_d
 # ------------------------------------------------------------------------------------------------ CLI and options
 
 
+def test_split_option_evaluates_that_split_fingerprinted_and_refuses_an_empty_one(ray_session, tmp_path):
+    """`--split`: the run reads the named split's files only, its fingerprint and manifest say which split (the
+    default split's run is another fingerprint), and a split with no sample is refused before anything runs."""
+    from evals.errors import DatasetError
+    from pipelines.batch_eval import check_inputs
+
+    pope = tmp_path / "pope"
+    row = {"id": "1", "question_id": "1", "question": "Is there a dog?", "answer": "no", "image_source": "x",
+           "category": "random", "image": F.image_struct(RED)}
+    F.write_parquet(pope / "data" / "test-00000-of-00001.parquet", [row, dict(row, id="2", question_id="2")])
+    F.write_parquet(pope / "data" / "dev-00000-of-00001.parquet", [dict(row, id="9", question_id="9")])
+    out = tmp_path / "out"
+    res = evaluate(out, BenchmarkSpec("pope", str(pope), split="dev"), max_new_tokens=4)
+    df = predictions(out)
+    assert df[["split", "sample_id"]].values.tolist() == [["dev", "9"]]
+    entry = res.manifest["benchmarks"]["pope"]
+    assert entry["split"] == "dev" and entry["fingerprint_parts"]["split"] == "dev"
+    default = evaluate(tmp_path / "out2", BenchmarkSpec("pope", str(pope)), max_new_tokens=4)
+    assert default.manifest["benchmarks"]["pope"]["split"] == "test"
+    assert "split" not in default.manifest["benchmarks"]["pope"]["fingerprint_parts"]  # earlier runs' fingerprints
+    assert default.manifest["benchmarks"]["pope"]["fingerprint"] != entry["fingerprint"]
+    with pytest.raises(DatasetError, match="splits found: \\['dev', 'test'\\]"):
+        check_inputs(EvalConfig(benchmarks=[BenchmarkSpec("pope", str(pope), split="nope")], out=str(tmp_path / "x")))
+    assert not (tmp_path / "x").exists()
+
+
 def test_cli_arguments_and_expert_shards():
     import argparse
 
@@ -375,6 +401,12 @@ def test_cli_arguments_and_expert_shards():
     add_eval_commands(p.add_subparsers(dest="command"))
     a = p.parse_args(["eval", "--benchmark", "mmbench,pope", "--data", "pope=/p", "--data", "/m", "--out", "o"])
     assert [(s.name, s.data) for s in _benchmark_specs(a)] == [("mmbench", "/m"), ("pope", "/p")]
+    a = p.parse_args(["eval", "--benchmark", "mmbench,pope", "--data", "/m", "--data", "/p", "--out", "o",
+                      "--split", "dev", "--split", "pope=adversarial"])
+    assert [(s.name, s.split) for s in _benchmark_specs(a)] == [("mmbench", "dev"), ("pope", "adversarial")]
+    a = p.parse_args(["eval", "--benchmark", "pope", "--data", "/p", "--out", "o", "--split", "mme=test"])
+    with pytest.raises(ValueError, match="'mme' is not one of the benchmarks"):
+        _benchmark_specs(a)
     a = p.parse_args(["eval", "--benchmark", "demo", "--out", "o", "--expert-shards", "2"])
     assert a.expert_shards == 2 and a.func.__name__ == "cmd_eval"
     with pytest.raises(ValueError, match="expert_shards must be >= 1"):
