@@ -18,9 +18,9 @@ output folder's lock it runs five stages, each a function whose inputs and outpu
     commit_block  one output block → part files (one per benchmark), counted in Todo.progress
     finalize_run  RunPlan, Todo, manifest → RunResult: reconcile, metrics.parquet (evals.scoring), manifest.json
 
-A lost actor or node ends the Ray Data execution (its actors are not restarted: `POOL_ACTOR_OPTIONS`); `requeue`
-then puts the samples not written yet into new input blocks and `execute_run` runs again, at most
-`max_pipeline_restarts` times (cluster_failure.py says what ends a run instead).
+A lost actor or node ends the Ray Data execution (the plan is dataflow.py; its actors are not restarted:
+`dataflow.POOL_ACTOR_OPTIONS`); `requeue` then puts the samples not written yet into new input blocks and
+`execute_run` runs again, at most `max_pipeline_restarts` times (cluster_failure.py says what ends a run instead).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from evals.scoring import compute_metrics, score_saved, scoring_record, write_me
 from replicas.session import ensure_ray
 
 from .config import EvalConfig, ResourcePlan, plan_resources
+from .dataflow import build_dataset, configure_ray_data
 from .fingerprint import benchmark_fingerprint_parts, common_parts, diff_parts, fingerprint_of
 from .manifest import archive_entry, end_manifest, load_manifest, start_manifest, utc_now, write_manifest
 from .progress import BenchmarkProgress, ProgressPrinter, error_reason
@@ -115,7 +116,7 @@ class RayConnection:
         return ray.put(table)
 
 
-# ------------------------------------------------------------------------------------------------ the Ray Data plan
+# ------------------------------------------------------------------------------------------------ checks
 
 
 def resolved_dtype(cfg: EvalConfig, plan: ResourcePlan) -> str:
@@ -124,122 +125,6 @@ def resolved_dtype(cfg: EvalConfig, plan: ResourcePlan) -> str:
     from ernie_vl.weights import default_dtype
 
     return default_dtype(cfg.dtype, plan.device) or "auto"
-
-
-class _HandledByTheDriver(logging.Filter):
-    """Drops Ray Data's "exception raised from a task ... execution will now abort" record, traceback included, when
-    the exception is a lost actor or node: the driver rebuilds the pipeline and says so in one line of its own
-    (`run_eval`). Every other record passes."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from .cluster_failure import is_lost_worker
-
-        return not (record.exc_info and is_lost_worker(record.exc_info[1]))
-
-
-def _configure_ray_data(verbose: bool) -> None:
-    from ray.data import DataContext
-
-    ctx = DataContext.get_current()
-    ctx.enable_progress_bars = False  # our per-benchmark line replaces the per-operator bars
-    ctx.execution_options.preserve_order = False
-    ctx.execution_options.verbose_progress = False
-    if not verbose:
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
-        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": ours
-    executor_state = logging.getLogger("ray.data._internal.execution.streaming_executor_state")
-    if not any(isinstance(f, _HandledByTheDriver) for f in executor_state.filters):
-        executor_state.addFilter(_HandledByTheDriver())
-
-
-def input_dataset(refs: list):
-    """`ray.data.from_arrow_refs(refs)`, bounded by Ray Data's no-progress timeout: it runs one small task per block
-    (schema and row counts) and waits for them, which never ends while no live node has a CPU (a lost node and no
-    room anywhere) — outside the executor, whose own timeout would otherwise say so."""
-    import threading
-
-    import ray.data
-    from ray.data.exceptions import ExecutionTimeoutError
-
-    from .cluster_failure import no_progress_timeout_s
-
-    made: dict = {}
-
-    def make():
-        try:
-            made["ds"] = ray.data.from_arrow_refs(refs)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-            made["error"] = e
-
-    thread = threading.Thread(target=make, name="input-dataset", daemon=True)
-    thread.start()
-    timeout = no_progress_timeout_s()
-    thread.join(timeout if timeout > 0 else None)
-    if thread.is_alive():
-        raise ExecutionTimeoutError(f"no CPU anywhere read the input blocks' metadata within {timeout:g} s")
-    if "error" in made:
-        raise made["error"]
-    return made["ds"]
-
-
-# Every actor pool of the plan: no restarts by Ray. Ray Data 2.60 hands each pool's actors their map function and
-# DataContext as object-store references, and Ray core logs an error for every restartable actor created with such
-# arguments (its restart could fail if they were lost; ray-project/ray#57733). A lost actor or node is recovered by
-# the driver instead (`run_eval`): the pipeline is built again over the samples not yet written.
-POOL_ACTOR_OPTIONS = {"max_restarts": 0}
-
-
-def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: Path, fingerprints: dict[str, str],
-                  dtype: str):
-    """The Ray Data plan: input blocks → preprocess → replicas → score."""
-    import warnings
-
-    from evals.registry import get_benchmark
-
-    from .replica import ReplicaStage
-    from .stages import PreprocessStage, ScoreStage
-
-    # NOTE: max_restarts has no named map_batches parameter in Ray 2.60 and goes through the deprecated
-    # **ray_remote_args (Ray's own docs still show map_batches(..., max_restarts=0)), hence the silenced warning.
-    pool_actors = POOL_ACTOR_OPTIONS
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
-        ds = input_dataset(refs)
-        ds = ds.map_batches(
-            PreprocessStage,
-            fn_constructor_kwargs=dict(model_path=str(model_path), flavor=cfg.flavor, max_new_tokens=cfg.max_new_tokens,
-                                       pack_rows=cfg.batch_size * cfg.pack_batches,
-                                       pack_tokens=cfg.batch_tokens * cfg.pack_batches,
-                                       max_prompt_tokens=cfg.max_prompt_tokens, reuse=cfg.reuse,
-                                       thinking={s.name: cfg.thinking_for(get_benchmark(s.name)) for s in cfg.benchmarks}),
-            batch_size=cfg.batch_size * cfg.pack_batches,
-            batch_format="pyarrow",
-            zero_copy_batch=True,
-            **pool_actors,
-            **plan.preprocess.map_batches_kwargs(),
-        )
-        ds = ds.map_batches(
-            ReplicaStage,
-            fn_constructor_kwargs=dict(model_path=str(model_path), dtype=dtype, device=plan.device,
-                                       torch_threads=plan.torch_threads, expert_shards=cfg.expert_shards,
-                                       batch_size=cfg.batch_size, batch_tokens=cfg.batch_tokens,
-                                       generation=cfg.generation(), reuse=cfg.reuse,
-                                       max_answer_tokens=cfg.max_answer_tokens),
-            batch_size=1,  # one pack (a work-sized model batch) per call
-            batch_format="pyarrow",
-            **pool_actors,
-            **plan.replica.map_batches_kwargs(),
-        )
-        ds = ds.map_batches(
-            ScoreStage,
-            fn_constructor_kwargs=dict(model_path=str(model_path), flavor=cfg.flavor, fingerprints=fingerprints,
-                                       model_name=model_path.name),
-            batch_size=None,
-            batch_format="pyarrow",
-            **pool_actors,
-            **plan.score.map_batches_kwargs(),
-        )
-    return ds
 
 
 def check_inputs(cfg: EvalConfig) -> None:
@@ -423,7 +308,7 @@ def execute_run(run: RunPlan, todo: Todo, printer: ProgressPrinter, verbose: boo
         return
     import ray
 
-    _configure_ray_data(verbose)
+    configure_ray_data(verbose)
     resources = run.resources
     if run.ray.lazy:  # sizes from what Ray actually sees (the fingerprint's device/dtype were planned the same way)
         real = plan_resources(run.cfg, ray.cluster_resources())
@@ -500,7 +385,7 @@ def run_eval(cfg: EvalConfig, *, stream=None, verbose: bool = False, num_cpus: i
 
     check_replica_options(cfg.expert_shards)
     started_at, t_start = utc_now(), time.monotonic()
-    from .cluster_failure import is_lost_worker
+    from .cluster_failure import is_lost_worker, wait_for_a_cpu
 
     with RunLock(cfg.out) as lock:
         run = plan_run(cfg, num_cpus, started_at, t_start)
@@ -528,6 +413,7 @@ def run_eval(cfg: EvalConfig, *, stream=None, verbose: bool = False, num_cpus: i
                         f"or node ({type(e).__name__}): {left} sample(s) still to do")
                 todo.notes.append(note)
                 print(f"ernie-vl eval: {note}", file=sys.stderr, flush=True)
+                wait_for_a_cpu()  # else building the pipeline could wait forever, before Ray Data's own timeout
         todo.stop_clocks()
         printer.close()
         return finalize_run(run, todo, manifest)

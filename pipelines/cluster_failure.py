@@ -1,6 +1,6 @@
 """A run that the Ray cluster cannot finish: which failures those are, and the one line that tells the user.
 
-The pipeline's actors are not restarted by Ray (`batch_eval.POOL_ACTOR_OPTIONS`); the driver recovers instead: when
+The pipeline's actors are not restarted by Ray (`dataflow.POOL_ACTOR_OPTIONS`); the driver recovers instead: when
 an actor or its node is lost (`is_lost_worker`) it builds the pipeline again over the samples not yet written
 (`batch_eval.run_eval`, at most `max_pipeline_restarts` times), so a lost node with a replacement (another node with
 room, or one an autoscaler brings) costs time, not the run. What is left reaches the driver as one of:
@@ -56,6 +56,26 @@ def is_lost_worker(exc: BaseException) -> bool:
             return True
         exc = getattr(exc, "cause", None) or exc.__cause__
     return False
+
+
+def _nothing() -> None:
+    return None
+
+
+def wait_for_a_cpu() -> None:
+    """After a lost actor or node, before the pipeline is built again: wait until a task that needs one CPU can run
+    somewhere — what Ray Data's first step (reading the input blocks' metadata, outside its executor and its
+    no-progress timeout) needs — for at most Ray Data's no-progress timeout. Raises ExecutionTimeoutError when no live
+    node has a CPU by then (its probe task is cancelled)."""
+    import ray
+    from ray.data.exceptions import ExecutionTimeoutError
+
+    timeout = no_progress_timeout_s()
+    probe = ray.remote(num_cpus=1, max_retries=0)(_nothing).remote()
+    ready, _ = ray.wait([probe], timeout=timeout if timeout > 0 else None)
+    if not ready:
+        ray.cancel(probe)
+        raise ExecutionTimeoutError(f"no live node had a CPU for {timeout:g} s")
 
 
 def _first_line(exc: BaseException) -> str:

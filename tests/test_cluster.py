@@ -201,7 +201,7 @@ ERROR_LINE = re.compile(r"\d,\d{3} E \d+ \d+\]|\b(ERROR|WARNING|Traceback)\b")
 def unexpected_lines(text: str) -> list[str]:
     """Error-level, warning and traceback lines of a run's output. None is expected: in particular not Ray core's
     error about restartable actors with constructor arguments in the object store (ray-project/ray#57733), which
-    every Ray Data actor pool caused while Ray restarted the pipeline's actors (batch_eval.POOL_ACTOR_OPTIONS)."""
+    every Ray Data actor pool caused while Ray restarted the pipeline's actors (dataflow.POOL_ACTOR_OPTIONS)."""
     return [text[text.rfind("\n", 0, m.start()) + 1: text.find("\n", m.start())] for m in ERROR_LINE.finditer(text)]
 
 
