@@ -29,9 +29,7 @@ import pytest
 import ray  # noqa: F401 - part of the install: a missing one must fail, not skip
 
 from cluster_support import local_cluster, processes_named, wait_for
-from pipelines.batch_eval import run_eval
 from pipelines.bench import write_synthetic_benchmark
-from pipelines.config import BenchmarkSpec, EvalConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.cluster, pytest.mark.ray, pytest.mark.subprocess]
@@ -59,11 +57,6 @@ def cluster():
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return write_synthetic_benchmark(tmp_path_factory.mktemp("cluster") / "data", N, image_size=40)
-
-
-def config(out, data, **kw) -> EvalConfig:
-    return EvalConfig(benchmarks=[BenchmarkSpec("demo", str(data))], out=str(out), batch_size=4, pack_batches=1,
-                      progress=False, **kw)
 
 
 def parts(out) -> list[Path]:
@@ -107,45 +100,46 @@ class StageWatch:
         return {n for _, n in self.seen[stage]}
 
 
-def in_thread(fn):
-    """Run `fn` in a thread; returns (thread, outcome dict with 'result' or 'error')."""
-    outcome: dict = {}
-
-    def target():
-        try:
-            outcome["result"] = fn()
-        except BaseException as e:  # noqa: BLE001 - surfaced by the test
-            outcome["error"] = e
-
-    th = threading.Thread(target=target, daemon=True)
-    th.start()
-    return th, outcome
-
-
 # ------------------------------------------------------------------------------------------------ batch job
 
 
 def test_worker_node_lost_mid_run_with_a_replacement_finishes_by_itself(cluster, data, tmp_path):
+    """`ernie-vl eval` as a user runs it (its own process, driver on the head): the worker node is lost mid-run and
+    a replacement joins; the driver rebuilds the pipeline on it and the command ends with status 0, every sample
+    once. (A process of its own: what the failed execution leaves behind dies with it, as it does for a user.)"""
+    from ernie_vl.tiny import default_model_path
+
     lost = cluster.ensure_one_worker()
     out = tmp_path / "out"
+    env = dict(os.environ, RAY_ADDRESS=cluster.address, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "ernie_vl_cli", "eval", "--benchmark", "demo", "--data", str(data), "--out",
+           str(out), "--batch-size", "1", "--quiet", "--model", str(default_model_path())]  # packs of 4: 6 part files
     with StageWatch(cluster) as watch:
-        th, outcome = in_thread(lambda: run_eval(config(out, data)))
-        wait_for(lambda: parts(out) or not th.is_alive(), 240, 0.02, "the first part file")
-        written_before = len(parts(out))
-        assert th.is_alive() and 0 < written_before < N // 4, "the node was not lost mid-run"
-        killed = cluster.lose(lost)  # its raylet and every process on it, the replica among them
-        fresh = cluster.add_worker()  # room again at once, as an autoscaler would bring a node
-        th.join(240)
-    assert not th.is_alive(), "the run did not finish"
-    assert "error" not in outcome, repr(outcome.get("error"))
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: parts(out) or proc.poll() is not None, 240, 0.02, "the first part file")
+            assert proc.poll() is None, proc.communicate()
+            assert 0 < len(parts(out)) < N // 4, "the node was not lost mid-run"
+            killed = cluster.lose(lost)  # its raylet and every process on it, the replica among them
+            fresh = cluster.add_worker()  # room again at once, as an autoscaler would bring a node
+            stdout, stderr = proc.communicate(timeout=240)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, (stdout[-2000:], stderr[-3000:])
+    assert f"demo: {N}/{N} rows ({N} ok, 0 failed" in stdout, stdout[-2000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    restart = [ln for ln in stderr.splitlines() if ln.startswith("ernie-vl eval: pipeline restarted")]
+    assert len(restart) == 1 and restart[0].startswith("ernie-vl eval: pipeline restarted (1 of at most 4) after a "
+                                                       "lost actor or node"), stderr[-3000:]
     exactly_once(out)
-    b = outcome["result"].manifest["benchmarks"]["demo"]
-    assert (b["written"], b["failed"], b["missing"]) == (N, 0, 0)
+    manifest = json.loads((out / "manifest.json").read_text())
+    b = manifest["benchmarks"]["demo"]
+    assert (b["missing"], b["failed"]) == (0, 0) and b["written"] + b["skipped"] == N
+    assert any(n.startswith("pipeline restarted (1 of at most 4)") for n in manifest["last_run"]["notes"])
     replicas = watch.seen["MapBatches(ReplicaStage)"]
     assert {n for p, n in replicas if p in killed} == {lost.node_id}  # the replica that was lost ran there
     assert fresh.node_id in watch.nodes("MapBatches(ReplicaStage)")  # the rebuilt pipeline's replica runs there
-    restarts = [n for n in outcome["result"].notes if n.startswith("pipeline restarted")]
-    assert restarts and restarts[0].startswith("pipeline restarted (1 of at most 4) after a lost actor"), restarts
 
 
 def test_node_lost_with_no_room_anywhere_is_one_line_then_a_rerun_finishes(cluster, data, tmp_path):
