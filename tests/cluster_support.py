@@ -13,19 +13,14 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import time
 from pathlib import Path
 
+from serve_support import free_port
+
 # Lost nodes are declared dead after 3 missed checks 1 s apart (Ray's default: 5 x 3 s), to keep the tests short.
 HEALTH_CHECKS = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _children() -> dict[int, list[int]]:

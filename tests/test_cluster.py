@@ -259,7 +259,7 @@ def test_serve_replaces_a_replica_whose_node_was_lost(cluster):
     import httpx
     from ray import serve
 
-    from cluster_support import free_port
+    from serve_support import free_port
     from serve.app import build_app
 
     first = cluster.ensure_one_worker()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from pipelines.config import BenchmarkSpec, EvalConfig
 from pipelines.resume import archive_other_fingerprints, list_parts, reconcile, scan_done, write_part
 from pipelines.run_lock import RunLock
 from pipelines.schema import predictions_table
+from serve_support import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "ernie-vl-test"
@@ -43,16 +43,10 @@ FP, FP2 = "a" * 32, "b" * 32
 AWS_VARS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A moto S3 server on the loopback with one bucket; the AWS variables point at it while the module runs."""
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log,
                             stderr=subprocess.STDOUT)

@@ -22,6 +22,7 @@ import pytest
 
 import ray  # noqa: E402,F401 - part of the test extra: a missing one must fail, not skip
 
+from cluster_support import processes_named  # noqa: E402
 from pipelines.batch_eval import run_eval  # noqa: E402
 from pipelines.bench import write_synthetic_benchmark, write_video  # noqa: E402
 from pipelines.config import BenchmarkSpec, EvalConfig  # noqa: E402
@@ -276,18 +277,6 @@ def test_published_formats_and_bad_samples(ray_session, tmp_path):
 # ------------------------------------------------------------------------------------------------ faults
 
 
-def _replica_pids() -> list[int]:
-    pids = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                cmd = Path(f"/proc/{d}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"MapBatches(ReplicaStage)" in cmd:
-                pids.append(int(d))
-    return pids
-
 
 def _parts(out) -> list[Path]:
     pred = Path(out) / "predictions"
@@ -317,7 +306,7 @@ def test_replica_killed_mid_run_every_sample_exactly_once(ray_session, fault_dat
     killed, deadline = None, time.monotonic() + 240
     while th.is_alive() and time.monotonic() < deadline:
         if killed is None and _parts(out):
-            pids = _replica_pids()
+            pids = processes_named("MapBatches(ReplicaStage)")
             if pids:
                 os.kill(pids[0], signal.SIGKILL)  # the replica process dies mid-run (OOM killer, segfault...)
                 killed = (pids[0], len(_parts(out)))
@@ -327,7 +316,7 @@ def test_replica_killed_mid_run_every_sample_exactly_once(ray_session, fault_dat
     assert killed is not None and killed[1] < N_FAULT // 4, "the replica was not killed mid-run"
     assert_exactly_once(out, [f"s{i:06d}" for i in range(N_FAULT)])
     assert result["r"].manifest["benchmarks"]["demo"]["failed"] == 0
-    assert killed[0] not in _replica_pids()
+    assert killed[0] not in processes_named("MapBatches(ReplicaStage)")
 
 
 @pytest.mark.subprocess
