@@ -131,10 +131,15 @@ def ours_runner(model, reqs, device, decode: str):
     return once
 
 
-def _hf_inputs(cfg, reqs):
+def _hf_inputs(cfg, reqs, continuation: list[int] | None = None):
+    """transformers' inputs for `reqs` (one left-padded batch): ids, mask, media and token types. `continuation`:
+    tokens appended to a single request's prompt (teacher forcing)."""
     from ..positions import token_types
 
     kw = ModelBatch.collate(reqs).transformers_kwargs()
+    if continuation:
+        ids = torch.cat([kw["input_ids"], torch.tensor([continuation])], dim=1)
+        kw.update(input_ids=ids, attention_mask=torch.ones_like(ids))
     mm, moe = token_types(kw["input_ids"], cfg)
     return {**kw, "mm_token_type_ids": mm, "moe_mm_token_type_ids": moe}
 
@@ -272,20 +277,15 @@ def judge_rows(ref, cfg, reqs, rows, device) -> dict:
     judged up to a media placeholder id a random model may emit (it would be read as media, not text)."""
     from ..positions import token_types
 
-    special = {cfg.image_token_id, cfg.video_token_id, cfg.image_start_token_id, cfg.image_end_token_id,
-               cfg.video_start_token_id, cfg.video_end_token_id}
     argmax = top = total = 0
     with torch.inference_mode():
         for req, row in zip(reqs, rows):
-            row = row[:next((i for i, t in enumerate(row) if t in special), len(row))]
+            media = token_types(torch.tensor([row]), cfg)[1][0].nonzero()
+            row = row[:int(media[0]) if len(media) else len(row)]
             if not row:
                 continue
-            kw = ModelBatch.collate([req]).transformers_kwargs()
-            S = kw["input_ids"].shape[1]
-            ids = torch.cat([kw["input_ids"], torch.tensor([row])], dim=1)
-            mm, moe = token_types(ids, cfg)
-            kw.update(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=mm,
-                      moe_mm_token_type_ids=moe)
+            S = req.num_prompt_tokens
+            kw = _hf_inputs(cfg, [req], row)
             logits = ref(**{k: v.to(device) for k, v in kw.items()}).logits[0, S - 1:S - 1 + len(row)].float()
             chosen = torch.tensor(row, device=logits.device)
             argmax += int((logits.argmax(-1) == chosen).sum())
