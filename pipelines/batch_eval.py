@@ -43,6 +43,7 @@ from evals.scoring import compute_metrics, score_saved, scoring_record, write_me
 
 from replicas.session import ensure_ray
 
+from .cluster_failure import is_lost_worker, wait_for_a_cpu
 from .config import EvalConfig, ResourcePlan, plan_resources
 from .dataflow import build_dataset, configure_ray_data
 from .fingerprint import benchmark_fingerprint_parts, common_parts, diff_parts, fingerprint_of
@@ -256,13 +257,8 @@ def scan_run(run: RunPlan) -> Todo:
     for spec in cfg.benchmarks:
         rows = []
         done = scan_done(run.pred, spec.name, run.fingerprints[spec.name])
-        prog, seen = progress[spec.name], set()
-        for sample in run.benchmarks[spec.name].load(spec.data, spec.limit, split=spec.split):
-            key = sample_key(sample.split, sample.sample_id)
-            if key in seen:
-                duplicates[spec.name] = duplicates.get(spec.name, 0) + 1
-                continue
-            seen.add(key)
+        prog = progress[spec.name]
+        for key, sample in _samples(run, spec, duplicates):
             prog.total += 1
             if key in done.keys:
                 prog.skipped += 1
@@ -281,15 +277,23 @@ def requeue(run: RunPlan, todo: Todo) -> int:
     again as `scan_run` read them, replace `todo.refs`. Returns how many samples are left."""
     refs = []
     for spec in run.cfg.benchmarks:
-        wanted, rows = set(todo.pending[spec.name]), []
-        for sample in run.benchmarks[spec.name].load(spec.data, spec.limit, split=spec.split):
-            key = sample_key(sample.split, sample.sample_id)
-            if key in wanted:
-                wanted.discard(key)  # a duplicate id: its first sample only, as in the scan
-                rows.append(input_row(sample))
-        refs += _input_blocks(run, rows)
+        wanted = todo.pending[spec.name]
+        refs += _input_blocks(run, [input_row(s) for key, s in _samples(run, spec, {}) if key in wanted])
     todo.refs = refs
     return sum(len(k) for k in todo.pending.values())
+
+
+def _samples(run: RunPlan, spec, duplicates: dict[str, int]) -> Iterator[tuple[str, Any]]:
+    """(sample key, sample) of one benchmark as its reader yields them, each key once: a repeated id keeps its first
+    sample and is counted in `duplicates[spec.name]`."""
+    seen: set[str] = set()
+    for sample in run.benchmarks[spec.name].load(spec.data, spec.limit, split=spec.split):
+        key = sample_key(sample.split, sample.sample_id)
+        if key in seen:
+            duplicates[spec.name] = duplicates.get(spec.name, 0) + 1
+            continue
+        seen.add(key)
+        yield key, sample
 
 
 def _input_blocks(run: RunPlan, rows: list[dict]) -> list:
@@ -385,8 +389,6 @@ def run_eval(cfg: EvalConfig, *, stream=None, verbose: bool = False, num_cpus: i
 
     check_replica_options(cfg.expert_shards)
     started_at, t_start = utc_now(), time.monotonic()
-    from .cluster_failure import is_lost_worker, wait_for_a_cpu
-
     with RunLock(cfg.out) as lock:
         run = plan_run(cfg, num_cpus, started_at, t_start)
         todo = scan_run(run)

@@ -56,7 +56,6 @@ def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: P
 
     # NOTE: max_restarts has no named map_batches parameter in Ray 2.60 and goes through the deprecated
     # **ray_remote_args (Ray's own docs still show map_batches(..., max_restarts=0)), hence the silenced warning.
-    pool_actors = POOL_ACTOR_OPTIONS
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
         ds = ray.data.from_arrow_refs(refs)
@@ -70,7 +69,7 @@ def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: P
             batch_size=cfg.batch_size * cfg.pack_batches,
             batch_format="pyarrow",
             zero_copy_batch=True,
-            **pool_actors,
+            **POOL_ACTOR_OPTIONS,
             **plan.preprocess.map_batches_kwargs(),
         )
         ds = ds.map_batches(
@@ -82,7 +81,7 @@ def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: P
                                        max_answer_tokens=cfg.max_answer_tokens),
             batch_size=1,  # one pack (a work-sized model batch) per call
             batch_format="pyarrow",
-            **pool_actors,
+            **POOL_ACTOR_OPTIONS,
             **plan.replica.map_batches_kwargs(),
         )
         ds = ds.map_batches(
@@ -91,7 +90,7 @@ def build_dataset(refs: list, cfg: EvalConfig, plan: ResourcePlan, model_path: P
                                        model_name=model_path.name),
             batch_size=None,
             batch_format="pyarrow",
-            **pool_actors,
+            **POOL_ACTOR_OPTIONS,
             **plan.score.map_batches_kwargs(),
         )
     return ds

@@ -94,14 +94,6 @@ def record_scoring(out, scoring: dict[str, dict], flavor: str) -> None:
     write_manifest(out, m)
 
 
-def _split_of(cfg, name: str) -> str:
-    """The split a run evaluates of benchmark `name`: its `--split`, else the benchmark's default."""
-    from evals.registry import get_benchmark
-
-    spec = next(s for s in cfg.benchmarks if s.name == name)
-    return spec.split or get_benchmark(name).default_split
-
-
 def start_manifest(old: dict, cfg: EvalConfig, plan: ResourcePlan, dtype: str, parts: dict, fps: dict,
                    started_at: str, notes: list[str]) -> dict:
     """The manifest of a run that starts: `old`'s benchmarks and history kept, this run's benchmarks "running"."""
@@ -111,16 +103,19 @@ def start_manifest(old: dict, cfg: EvalConfig, plan: ResourcePlan, dtype: str, p
         "benchmarks": dict(old.get("benchmarks", {})),
         "history": list(old.get("history", [])),
     }
+    from evals.registry import get_benchmark
+
     for name, fp in fps.items():
         prev = m["benchmarks"].get(name) or {}
+        spec = next(s for s in cfg.benchmarks if s.name == name)
         m["benchmarks"][name] = {
             "name": name,
             "fingerprint": fp,
             "fingerprint_parts": parts[name],
             "status": "running",
-            "data": next(s.data for s in cfg.benchmarks if s.name == name),
-            "limit": next(s.limit for s in cfg.benchmarks if s.name == name),
-            "split": _split_of(cfg, name),
+            "data": spec.data,
+            "limit": spec.limit,
+            "split": spec.split or get_benchmark(name).default_split,  # the split this run evaluates
             "thinking": parts[name].get("thinking") is not None,  # reasoning on (fingerprint_parts: its settings)
         }
         if prev.get("fingerprint") == fp and prev.get("progress"):

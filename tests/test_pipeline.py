@@ -379,6 +379,12 @@ def test_split_option_evaluates_that_split_fingerprinted_and_refuses_an_empty_on
     with pytest.raises(DatasetError, match="splits found: \\['dev', 'test'\\]"):
         check_inputs(EvalConfig(benchmarks=[BenchmarkSpec("pope", str(pope), split="nope")], out=str(tmp_path / "x")))
     assert not (tmp_path / "x").exists()
+    # a reader that filters rows by their split column yields nothing for another split: refused as well
+    tsv = F.write_tsv(tmp_path / "MMBench_DEV_EN.tsv", [
+        {"index": 1, "question": "Q?", "A": "a", "B": "b", "answer": "A", "split": "dev", "image": F.b64(RED)}])
+    with pytest.raises(DatasetError, match="mmbench: no sample of split 'test' there"):
+        check_inputs(EvalConfig(benchmarks=[BenchmarkSpec("mmbench", str(tsv), split="test")], out=str(tmp_path / "x")))
+    check_inputs(EvalConfig(benchmarks=[BenchmarkSpec("mmbench", str(tsv), split="dev")], out=str(tmp_path / "x")))
 
 
 def test_cli_arguments_and_expert_shards():
