@@ -18,6 +18,7 @@ import sys
 import time
 
 from ernie_vl.demo_model import DEMO_MODEL_NAME, demo_model_path
+from replicas.session import ensure_ray
 
 from .settings import DEFAULT_API_KEY_ENV, DEFAULT_HOST, DEFAULT_PORT, ServeSettings, hash_api_key
 
@@ -122,20 +123,14 @@ RAY_SHUTDOWN_S = 8.0  # then for ray.shutdown (a local instance: its GCS, raylet
 KILL_WAIT_S = 2.0  # for processes sent SIGTERM to exit before they get SIGKILL
 
 
-def init_ray(num_cpus: int | None = None) -> None:
-    """Start Ray: a local instance unless RAY_ADDRESS names a cluster (workers see this checkout's environment)."""
-    from replicas.session import ensure_ray
-
-    ensure_ray(num_cpus)
-
-
 def start(settings: ServeSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, num_cpus: int | None = None):
-    """Start Ray (see `init_ray`) and Serve, deploy the application and return once its replicas are up."""
+    """Start or join Ray (`replicas.session.ensure_ray`) and Serve, deploy the application and return once its
+    replicas are up."""
     from ray import serve
 
     from .app import APP_NAME, build_app
 
-    init_ray(num_cpus)
+    ensure_ray(num_cpus)
     serve.start(http_options={"host": host, "port": port})
     return serve.run(build_app(settings.to_dict()), name=APP_NAME, route_prefix="/")
 
@@ -235,7 +230,7 @@ def run_serve(a: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     try:
-        init_ray()
+        ensure_ray()
         # right after ray.init, whose native crash handler otherwise takes SIGTERM (and aborts the driver, leaving the
         # cluster to die on its own); SIGINT explicitly, since a process started in the background by a
         # non-interactive shell inherits it ignored
